@@ -1,0 +1,7 @@
+"""llm2llm: grow a small model's training set from its own mistakes (LLM2LLM, arXiv 2403.15042)."""
+
+__version__ = "0.1.0"
+
+
+class UserError(Exception):
+    """Bad input from the user: reported as one line, exit status 2, no traceback."""

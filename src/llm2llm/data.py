@@ -1,0 +1,107 @@
+"""Read a split (JSONL, CSV or a Hugging Face dataset), validate it against the task, sample the seed."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+from . import UserError
+from .config import DataConfig, Source
+from .tasks import Task
+
+
+def _read_jsonl(path: Path) -> list[tuple[str, dict]]:
+    rows = []
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"{where}: not valid UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{where}: invalid JSON: {err.msg} (column {err.colno})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            rows.append((where, row))
+    return rows
+
+
+def _read_csv(path: Path) -> list[tuple[str, dict]]:
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            return [(f"{path}:{number}", dict(row)) for number, row in enumerate(csv.DictReader(f), 2)]
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid UTF-8") from None
+    except csv.Error as err:
+        raise UserError(f"{path}: invalid CSV: {err}") from None
+
+
+def _read_hf(source: Source) -> list[tuple[str, dict]]:
+    import datasets  # imported here: only users of hub datasets pay for it
+
+    where = f"{source.hf}[{source.split}]"
+    try:
+        rows = datasets.load_dataset(source.hf, source.name, split=source.split)
+    except Exception as err:  # the datasets library raises many types; the user needs the message
+        raise UserError(f"{where}: cannot load the dataset: {str(err).splitlines()[0]}") from None
+    return [(f"{where} row {i}", dict(row)) for i, row in enumerate(rows)]
+
+
+def read_source(source: Source) -> list[tuple[str, dict]]:
+    """The rows of one split, each with where it came from ('file:line')."""
+    if source.hf:
+        rows = _read_hf(source)
+        label = source.hf
+    else:
+        path = Path(source.path)
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+        rows = _read_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl(path)
+        label = str(path)
+    if not rows:
+        raise UserError(f"{label}: no rows")
+    return rows[: source.limit] if source.limit else rows
+
+
+def to_records(rows: list[tuple[str, dict]], task: Task, split: str) -> list[dict]:
+    """Validate rows against the task and give each a unique id and seed lineage."""
+    records, seen = [], {}
+    for index, (where, row) in enumerate(rows):
+        problem = task.check(row)
+        if problem:
+            raise UserError(f"{where}: {problem}")
+        rid = str(row["id"]) if row.get("id") is not None else f"{split}-{index}"
+        if rid in seen:
+            raise UserError(f"{where}: duplicate id '{rid}' (first at {seen[rid]})")
+        seen[rid] = where
+        records.append({**row, "id": rid, "origin": "seed", "parent_id": None, "iteration": 0,
+                        "teacher_model": None})
+    try:
+        task.student_prompt(records[0]), task.target(records[0])
+    except UserError as err:
+        raise UserError(f"{rows[0][0]}: {err}") from None
+    return records
+
+
+def sample(records: list[dict], size: int | None, rng: random.Random, what: str) -> list[dict]:
+    if size is None or size == len(records):
+        return records
+    if size > len(records):
+        raise UserError(f"data.{what}: {size} is more than the {len(records)} rows available")
+    return rng.sample(records, size)
+
+
+def load_splits(cfg: DataConfig, task_from_rows) -> tuple[object, list[dict], list[dict]]:
+    """(task, seed, test): the task is built from the training rows (its label set, for one)."""
+    train_rows, test_rows = read_source(cfg.train), read_source(cfg.test)
+    task = task_from_rows([row for _, row in train_rows])
+    train, test = to_records(train_rows, task, "train"), to_records(test_rows, task, "test")
+    rng = random.Random(cfg.sampling_seed)
+    size = cfg.seed_size if cfg.seed_fraction is None else max(1, round(cfg.seed_fraction * len(train)))
+    return task, sample(train, size, rng, "seed_size"), sample(test, cfg.test_size, rng, "test_size")

