@@ -15,7 +15,6 @@ from . import UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Grow a small model's training data from its own mistakes (LLM2LLM).")
 console = Console()
-errors = Console(stderr=True)
 
 
 def metrics_table(rows: list[dict]) -> Table:
@@ -39,8 +38,8 @@ def _execute(cfg, out: Optional[Path]) -> None:
     try:
         rows = loop.run(cfg, RunStore(run_dir), console)
     except KeyboardInterrupt:
-        errors.print(f"interrupted: finished stages are saved in {run_dir}; "
-                     "run the same command again to continue from there")
+        typer.echo(f"interrupted: finished stages are saved in {run_dir}; "
+                   "run the same command again to continue from there", err=True)
         raise typer.Exit(130)
     console.print(metrics_table(rows))
     console.print(f"run directory: {run_dir}")
@@ -50,7 +49,7 @@ def _guard(fn, *args) -> None:
     try:
         fn(*args)
     except UserError as err:
-        errors.print(f"error: {err}", markup=False, highlight=False)
+        typer.echo(f"error: {err}", err=True)  # one line, never wrapped
         raise typer.Exit(2)
 
 

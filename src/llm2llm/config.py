@@ -95,7 +95,7 @@ class TeacherConfig(Strict):
 
 class DataConfig(Strict):
     train: Source
-    test: Source
+    test: Source | None = None  # absent: hold test_size rows of train out as the test set
     seed_size: int | None = Field(None, gt=0)  # how many seed examples to sample from train
     seed_fraction: float | None = Field(None, gt=0, le=1)
     test_size: int | None = Field(None, gt=0)  # sample the test split down to this many
@@ -110,6 +110,8 @@ class DataConfig(Strict):
     def _one_size(self):
         if self.seed_size is not None and self.seed_fraction is not None:
             raise ValueError("give at most one of 'seed_size' and 'seed_fraction'")
+        if self.test is None and self.test_size is None:
+            raise ValueError("without 'test', give 'test_size': how many training rows to hold out for testing")
         return self
 
 

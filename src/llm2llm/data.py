@@ -50,7 +50,12 @@ def _read_hf(source: Source) -> list[tuple[str, dict]]:
         rows = datasets.load_dataset(source.hf, source.name, split=source.split)
     except Exception as err:  # the datasets library raises many types; the user needs the message
         raise UserError(f"{where}: cannot load the dataset: {str(err).splitlines()[0]}") from None
-    return [(f"{where} row {i}", dict(row)) for i, row in enumerate(rows)]
+    names = {col: feat.names for col, feat in rows.features.items() if isinstance(feat, datasets.ClassLabel)}
+    out = []
+    for i, row in enumerate(rows):  # class ids become their names: labels are text to the student
+        out.append((f"{where} row {i}", {k: names[k][v] if k in names and isinstance(v, int) else v
+                                         for k, v in row.items()}))
+    return out
 
 
 def read_source(source: Source) -> list[tuple[str, dict]]:
@@ -99,9 +104,15 @@ def sample(records: list[dict], size: int | None, rng: random.Random, what: str)
 
 def load_splits(cfg: DataConfig, task_from_rows) -> tuple[object, list[dict], list[dict]]:
     """(task, seed, test): the task is built from the training rows (its label set, for one)."""
-    train_rows, test_rows = read_source(cfg.train), read_source(cfg.test)
+    train_rows = read_source(cfg.train)
     task = task_from_rows([row for _, row in train_rows])
-    train, test = to_records(train_rows, task, "train"), to_records(test_rows, task, "test")
+    train = to_records(train_rows, task, "train")
     rng = random.Random(cfg.sampling_seed)
+    if cfg.test is None:  # one file: hold out a test set first, sample the seed from the rest
+        test = sample(train, cfg.test_size, rng, "test_size")
+        held = {ex["id"] for ex in test}
+        train = [ex for ex in train if ex["id"] not in held]
+    else:
+        test = sample(to_records(read_source(cfg.test), task, "test"), cfg.test_size, rng, "test_size")
     size = cfg.seed_size if cfg.seed_fraction is None else max(1, round(cfg.seed_fraction * len(train)))
-    return task, sample(train, size, rng, "seed_size"), sample(test, cfg.test_size, rng, "test_size")
+    return task, sample(train, size, rng, "seed_size"), test

@@ -89,7 +89,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
         calls, accepted, rejected = [], [], []
         if it < cfg.loop.iterations:
             t0 = time.time()
-            calls = stage(store, it, "teacher_calls.jsonl", lambda: ask_teacher(teacher, task, wrong, cfg))
+            calls = stage(store, it, "teacher_calls.jsonl", lambda: ask_teacher(teacher, task, wrong, it, cfg))
             accepted, rejected = filters.keep(task, calls, train_set, test, it + 1, teacher.model_name)
             stage(store, it, "accepted.jsonl", lambda: accepted)
             stage(store, it, "rejected.jsonl", lambda: rejected)
@@ -115,12 +115,13 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
     return store.metrics()
 
 
-def ask_teacher(teacher, task, wrong: list[dict], cfg: RunConfig) -> list[dict]:
+def ask_teacher(teacher, task, wrong: list[dict], iteration: int, cfg: RunConfig) -> list[dict]:
     """One teacher call per wrong example and sample index; the replies with what produced them."""
     requests = []
     for ex in wrong:
         shown = ex["student_prediction"] if cfg.teacher.show_student_answer else None
         for sample in range(cfg.teacher.samples_per_example):
-            requests.append({"parent": ex, "sample": sample, "messages": task.teacher_messages(ex, shown)})
+            requests.append({"parent": ex, "iteration": iteration, "sample": sample,
+                             "messages": task.teacher_messages(ex, shown)})
     replies = teacher.complete(requests)
     return [{"parent_id": r["parent"]["id"], **r, "reply": reply} for r, reply in zip(requests, replies)]

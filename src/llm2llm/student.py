@@ -133,39 +133,70 @@ def score_candidates(model, tokenizer, prompts: list[str], candidates: list[list
                      label: str = "evaluate") -> list[int]:
     """For each prompt, the index of the candidate completion (plus EOS) with the highest log-likelihood.
 
-    Tokenised exactly as in training: prompt+completion+EOS, the completion starting where it departs
-    from the tokenised prompt. All (prompt, candidate) sequences go through the model in
-    length-sorted, right-padded batches: one forward pass each, no generation loop.
+    Tokenised exactly as in training (prompt+completion+EOS; the completion starts where it departs
+    from the tokenised prompt). The shared prompt goes through the model once, left-padded in
+    length-sorted batches; the candidates' few tokens then run on copies of its KV cache. No
+    generation loop, and no prompt computed once per candidate.
     """
     import torch
 
     eos = tokenizer.eos_token
-    seqs = []  # (prompt index, candidate index, ids, completion start)
-    for p, (prompt, cands) in enumerate(zip(prompts, candidates)):
+    items = []  # per prompt: (shared prefix ids, [(tail ids, first scored tail position)])
+    for prompt, cands in zip(prompts, candidates):
         prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-        for c, cand in enumerate(cands):
-            ids = tokenizer(prompt + cand + eos, add_special_tokens=False).input_ids
-            seqs.append((p, c, ids, _common_prefix(prompt_ids, ids)))
-    order = sorted(range(len(seqs)), key=lambda k: len(seqs[k][2]))
-    scores = [[0.0] * len(c) for c in candidates]
+        full = [tokenizer(prompt + cand + eos, add_special_tokens=False).input_ids for cand in cands]
+        starts = [_common_prefix(prompt_ids, ids) for ids in full]
+        shared = max(1, min(starts))  # tokens every candidate shares with the prompt
+        items.append((full[0][:shared], [(ids[shared:], begin - shared) for ids, begin in zip(full, starts)]))
+    order = sorted(range(len(items)), key=lambda k: (len(items[k][1]), len(items[k][0])))
+    best = [0] * len(items)
     pad = tokenizer.pad_token_id
+    dev = model.device
     with torch.inference_mode(), Progress(transient=True) as bar:
-        job = bar.add_task(label, total=len(seqs))
-        for start in range(0, len(order), batch_size):
-            chunk = [seqs[k] for k in order[start:start + batch_size]]
-            width = max(len(s[2]) for s in chunk)
+        job = bar.add_task(label, total=len(items))
+        start = 0
+        while start < len(order):
+            n_cands = len(items[order[start]][1])  # a batch holds prompts with equally many candidates
+            chunk = [order[start]]
+            while (len(chunk) < batch_size and start + len(chunk) < len(order)
+                   and len(items[order[start + len(chunk)]][1]) == n_cands):
+                chunk.append(order[start + len(chunk)])
+            start += len(chunk)
+            # 1. the prompts, left-padded, once
+            width = max(len(items[k][0]) for k in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros_like(ids)
-            for row, (_, _, seq, _) in enumerate(chunk):
-                ids[row, :len(seq)] = torch.tensor(seq)
-                mask[row, :len(seq)] = 1
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
-            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-            token_lp = logprobs.gather(-1, ids[:, 1:].to(model.device).unsqueeze(-1)).squeeze(-1).cpu()
-            for row, (p, c, seq, begin) in enumerate(chunk):
-                scores[p][c] = float(token_lp[row, begin - 1:len(seq) - 1].sum())
+            for row, k in enumerate(chunk):
+                seq = items[k][0]
+                ids[row, width - len(seq):] = torch.tensor(seq)
+                mask[row, width - len(seq):] = 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True)
+            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()  # predicts each tail's first token
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(n_cands)
+            # 2. every candidate's tail on its own copy of the prompt's cache
+            tails = [tail for k in chunk for tail, _ in items[k][1]]
+            tail_width = max(len(t) for t in tails)
+            tail_ids = torch.full((len(tails), tail_width), pad, dtype=torch.long)
+            tail_mask = torch.zeros_like(tail_ids)
+            for row, tail in enumerate(tails):
+                tail_ids[row, :len(tail)] = torch.tensor(tail)
+                tail_mask[row, :len(tail)] = 1
+            lengths = mask.sum(-1).repeat_interleave(n_cands)
+            tail_pos = lengths[:, None] + torch.arange(tail_width)[None, :]
+            out = model(input_ids=tail_ids.to(dev), position_ids=tail_pos.to(dev), past_key_values=cache,
+                        attention_mask=torch.cat([mask.repeat_interleave(n_cands, 0), tail_mask], -1).to(dev))
+            rest = torch.log_softmax(out.logits[:, :-1].float(), dim=-1).cpu()
+            for row, k in enumerate(chunk):
+                scores = []
+                for c, (tail, skip) in enumerate(items[k][1]):
+                    flat = row * n_cands + c
+                    lps = [float(first[row, tail[0]])] + [float(rest[flat, j - 1, tail[j]]) for j in range(1, len(tail))]
+                    scores.append(sum(lps[skip:]))
+                best[k] = max(range(len(scores)), key=scores.__getitem__)
             bar.advance(job, len(chunk))
-    return [max(range(len(s)), key=s.__getitem__) for s in scores]
+    return best
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,

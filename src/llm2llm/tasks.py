@@ -36,10 +36,10 @@ _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 
 
 def clean_line(text: str) -> str:
-    """The first non-empty line of a teacher reply, without list markers, lead-ins and quotes."""
+    """The first line of a teacher reply with content, without list markers, lead-ins and quotes."""
     for line in text.splitlines():
         line = _BULLET.sub("", _CHATTER.sub("", line)).strip().strip('"“”\'`').strip()
-        if line:
+        if line and not line.endswith(":"):  # "I can also write one:" introduces, it is not an example
             return line
     return ""
 
@@ -156,9 +156,7 @@ class ClassificationTask(Task):
 
     def __init__(self, cfg: TaskConfig, labels: list[str]):
         super().__init__(cfg)
-        if not labels:
-            raise UserError("task: the label set is empty")
-        self.labels = list(labels)
+        self.labels = list(labels)  # empty only when no row has a label: `check` then names the field
 
     def check(self, row: dict) -> str | None:
         problem = super().check(row)

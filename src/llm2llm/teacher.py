@@ -1,8 +1,8 @@
 """The teacher: turns chat requests into replies, with an on-disk cache in front of every backend.
 
 Backends: `local` (an in-process transformers model) and `openai` (any OpenAI-compatible server:
-OpenAI, vLLM, SGLang, Ollama, llama.cpp). A request is (messages, sample index); the cache key is
-the model, the messages, the generation parameters and the sample index, so a rerun or resume of a
+OpenAI, vLLM, SGLang, Ollama, llama.cpp). A request is (messages, iteration, sample index); the cache key is
+the model, the messages, the generation parameters, the iteration and the sample index, so a rerun or resume of a
 finished generation makes no call at all.
 """
 from __future__ import annotations
@@ -56,8 +56,9 @@ class Teacher:
         return self.cfg.model
 
     def key(self, request: dict) -> str:
+        """The call's identity; the iteration is part of it so that each round asks anew."""
         return _key({"model": self.cfg.model, "backend": self.cfg.backend, "messages": request["messages"],
-                     "params": self.params, "sample": request["sample"]})
+                     "params": self.params, "sample": [request["iteration"], request["sample"]]})
 
     def complete(self, requests: list[dict]) -> list[dict]:
         keys = [self.key(r) for r in requests]

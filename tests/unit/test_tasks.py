@@ -30,6 +30,7 @@ def test_parse_number(text, value):
     ("\n\n- wake me at 7\nmore text", "wake me at 7"),
     ("Example 2: it rained", "it rained"),
     ("   ", ""),
+    ('I can also create a new example:\n"book a table for two"', "book a table for two"),
 ])
 def test_clean_line(raw, clean):
     assert clean_line(raw) == clean

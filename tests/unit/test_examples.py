@@ -1,0 +1,47 @@
+"""Every shipped example config validates; TREC and SNIPS configs run on small data of our own."""
+from pathlib import Path
+
+import pytest
+
+from conftest import write_jsonl
+from llm2llm.config import load_config
+from llm2llm.data import load_splits
+from llm2llm.tasks import make_task
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize("name", ["gsm8k", "sst2", "casehold", "trec", "snips", "custom_plurals"])
+def test_example_config_validates(name):
+    cfg = load_config(EXAMPLES / f"{name}.yaml")
+    assert cfg.loop.iterations >= 1
+
+
+def test_trec_config_on_own_data(tmp_path):
+    rows = [("who wrote the first dictionary", "HUM"), ("how far is the moon", "NUM"), ("what does nasa stand for", "ABBR"),
+            ("where is the tallest waterfall", "LOC"), ("what is a lunar eclipse", "DESC"), ("what animal says moo", "ENTY"),
+            ("when did the war end", "NUM"), ("which city hosts the louvre", "LOC")]
+    data = write_jsonl(tmp_path / "trec.jsonl", [{"text": t, "coarse_label": l} for t, l in rows])
+    cfg = load_config(EXAMPLES / "trec.yaml", [f"data.train={{path: {data}}}", f"data.test={{path: {data}}}",
+                                               "data.seed_size=5"])
+    task, seed, test = load_splits(cfg.data, lambda r: make_task(cfg.task, r))
+    assert task.labels == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"] and len(seed) == 5 and len(test) == 8
+    assert task.student_prompt(seed[0]).startswith("Question: ")
+
+
+def test_snips_config_on_own_data(tmp_path):
+    rows = [("play some soul music", "PlayMusic"), ("will it be windy tomorrow", "GetWeather"),
+            ("book a table for two", "BookRestaurant"), ("add this to my chill playlist", "AddToPlaylist"),
+            ("rate this novel four stars", "RateBook"), ("find the movie schedule", "SearchScreeningEvent"),
+            ("find the tv show called dusk", "SearchCreativeWork")]
+    data = write_jsonl(tmp_path / "snips.jsonl", [{"text": t, "label": l} for t, l in rows])
+    cfg = load_config(EXAMPLES / "snips.yaml", [f"data.train={data}", f"data.test={data}", "data.seed_size=7"])
+    task, seed, _ = load_splits(cfg.data, lambda r: make_task(cfg.task, r))
+    assert len(task.labels) == 7 and len(seed) == 7
+
+
+def test_custom_plurals_holds_out_its_test_set():
+    cfg = load_config(EXAMPLES / "custom_plurals.yaml", ["data.train=" + str(EXAMPLES / "data" / "plurals.jsonl")])
+    _, seed, test = load_splits(cfg.data, lambda r: make_task(cfg.task, r))
+    assert len(test) == 12 and len(seed) == 20
+    assert not {e["id"] for e in seed} & {e["id"] for e in test}
