@@ -1,4 +1,4 @@
-"""Command line: `llm2llm run CONFIG`, `llm2llm demo`."""
+"""Command line: `llm2llm run CONFIG`, `llm2llm resume RUN_DIR`, `llm2llm demo`."""
 from __future__ import annotations
 
 import sys
@@ -38,8 +38,7 @@ def _execute(cfg, out: Optional[Path]) -> None:
     try:
         rows = loop.run(cfg, RunStore(run_dir), console)
     except KeyboardInterrupt:
-        typer.echo(f"interrupted: finished stages are saved in {run_dir}; "
-                   "run the same command again to continue from there", err=True)
+        typer.echo(f"interrupted: finished stages are saved; continue with: llm2llm resume {run_dir}", err=True)
         raise typer.Exit(130)
     console.print(metrics_table(rows))
     console.print(f"run directory: {run_dir}")
@@ -61,6 +60,20 @@ def run(config: Path = typer.Argument(..., help="YAML run config"),
     from .config import load_config
 
     _guard(lambda: _execute(load_config(config, set_), out))
+
+
+@app.command()
+def resume(run_dir: Path = typer.Argument(..., help="a run directory made by `llm2llm run` or `llm2llm demo`")):
+    """Continue a stopped run from its first unfinished stage, with the config it was started with."""
+    from .config import load_config
+
+    def go():
+        snapshot = run_dir / "config.yaml"
+        if not snapshot.exists():
+            raise UserError(f"{run_dir}: not an llm2llm run dir (no config.yaml)")
+        _execute(load_config(snapshot), run_dir)
+
+    _guard(go)
 
 
 @app.command()

