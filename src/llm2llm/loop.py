@@ -22,6 +22,10 @@ from .tasks import make_task
 from .teacher import Cache, Teacher, make_backend
 
 
+# config fields that change how a run goes, not what it produces: they may differ on resume
+FREE_FIELDS = ("teacher.concurrency", "teacher.timeout_s", "teacher.max_retries", "teacher.api_key_env", "output")
+
+
 def stage(store: RunStore, iteration: int, name: str, compute) -> list[dict]:
     """The stage's records: read back when already on disk, else computed and written atomically."""
     if store.has(iteration, name):
@@ -49,7 +53,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
     # everything that can be checked is checked before the run dir is touched or a model loaded
     task, seed, test = data.load_splits(cfg.data, lambda rows: make_task(cfg.task, rows))
     remote = make_backend(cfg.teacher) if cfg.teacher.backend == "openai" else None
-    store.open(cfg.model_dump(mode="json"))
+    store.open(cfg.model_dump(mode="json"), free_fields=FREE_FIELDS)
     base, tok = student.load(cfg.student.model, cfg.student.gguf_file)
     backend = remote or make_backend(cfg.teacher, {(cfg.student.model, cfg.student.gguf_file): (base, tok)})
     teacher = Teacher(cfg.teacher, Cache(store.cache_path), backend)
@@ -61,7 +65,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
         train_set = stage(store, it, "train.jsonl", lambda: train_set)
 
         # 1. fine-tune the student (from the base model unless the config says to continue)
-        t0, train_stats = time.time(), {}
+        t0, train_stats = time.time(), {}  # read back from the model dir while it is kept
         evaluated = store.has(it, "pred_seed.jsonl") and store.has(it, "pred_test.jsonl")
         if not evaluated or not cfg.loop.from_scratch:  # continued training needs every model
             start = base if cfg.loop.from_scratch else model
@@ -70,8 +74,10 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
             else:
                 console.print(f"[bold]iteration {it}[/]: training on {len(train_set)} examples")
                 rows = student.training_rows(task, train_set)
-                model, train_stats = student.train(start, tok, rows, cfg.student, store.model_dir(it))
-                store.mark_model_done(it)
+                model, stats = student.train(start, tok, rows, cfg.student, store.model_dir(it))
+                store.mark_model_done(it, stats)
+        if store.model_done(it):
+            train_stats = store.train_stats(it)
         clock["train_s"] = round(time.time() - t0, 1)
 
         # 2. evaluate on the parents pool (the seed data, by default) and on the test set
@@ -90,9 +96,9 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
         if it < cfg.loop.iterations:
             t0 = time.time()
             calls = stage(store, it, "teacher_calls.jsonl", lambda: ask_teacher(teacher, task, wrong, it, cfg))
-            accepted, rejected = filters.keep(task, calls, train_set, test, it + 1, teacher.model_name)
-            stage(store, it, "accepted.jsonl", lambda: accepted)
-            stage(store, it, "rejected.jsonl", lambda: rejected)
+            kept = filters.keep(task, calls, train_set, test, it + 1, teacher.model_name)
+            accepted = stage(store, it, "accepted.jsonl", lambda: kept[0])
+            rejected = stage(store, it, "rejected.jsonl", lambda: kept[1])
             clock["teacher_s"] = round(time.time() - t0, 1)
 
         seed_ids = {ex["id"] for ex in seed}

@@ -57,17 +57,16 @@ class RunStore:
         return self.root / "cache.sqlite"
 
     # -- start ------------------------------------------------------------------------------
-    def open(self, config: dict, result_fields: list[str] | None = None) -> bool:
+    def open(self, config: dict, free_fields: tuple[str, ...] = ()) -> bool:
         """Create the run dir, or reopen one made with an equal config; True when reopened.
 
-        Only fields that change results (result_fields, dotted prefixes) must match on reopen.
+        Fields in free_fields (dotted names or prefixes) do not change results and may differ.
         """
         snapshot = self.root / "config.yaml"
         if snapshot.exists():
             old = yaml.safe_load(snapshot.read_text(encoding="utf-8"))
-            diff = _differences(old, config)
-            if result_fields is not None:
-                diff = [d for d in diff if any(d == f or d.startswith(f + ".") for f in result_fields)]
+            diff = [d for d in _differences(old, config)
+                    if not any(d == f or d.startswith(f + ".") for f in free_fields)]
             if diff:
                 raise UserError(f"{self.root}: holds a run with a different config ({', '.join(diff)}); "
                                 "use another output dir")
@@ -108,8 +107,12 @@ class RunStore:
     def model_done(self, iteration: int) -> bool:
         return (self.model_dir(iteration) / "DONE").exists()
 
-    def mark_model_done(self, iteration: int) -> None:
+    def mark_model_done(self, iteration: int, stats: dict) -> None:
+        atomic_write(self.model_dir(iteration) / "train_stats.json", json.dumps(stats))
         atomic_write(self.model_dir(iteration) / "DONE", "")
+
+    def train_stats(self, iteration: int) -> dict:
+        return json.loads((self.model_dir(iteration) / "train_stats.json").read_text(encoding="utf-8"))
 
     def drop_model(self, iteration: int) -> None:
         shutil.rmtree(self.model_dir(iteration), ignore_errors=True)

@@ -83,7 +83,10 @@ def train(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, 
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
+    from transformers import set_seed
+
     logging.getLogger("trl").setLevel(logging.ERROR)
+    set_seed(cfg.seed)  # before the adapter is made: its initial weights come from this RNG
     datasets.disable_progress_bars()  # TRL's tokenising passes over a few rows; the trainer has its own bar
     model = copy.deepcopy(base)
     peft_config = None

@@ -25,11 +25,15 @@ def _key(payload: dict) -> str:
 
 
 class Cache:
-    """key -> reply, in SQLite: each reply is committed as it arrives, so a crash loses none."""
+    """key -> reply, in SQLite: each reply is committed as it arrives, so a crash loses none.
+
+    `made` counts how often a call with that key was made: anything above 1 is a call paid twice.
+    """
 
     def __init__(self, path: Path):
         self.db = sqlite3.connect(path)
-        self.db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS calls "
+                        "(key TEXT PRIMARY KEY, reply TEXT NOT NULL, made INTEGER NOT NULL DEFAULT 1)")
         self.db.commit()
 
     def get(self, key: str) -> dict | None:
@@ -37,7 +41,9 @@ class Cache:
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, reply: dict) -> None:
-        self.db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)", (key, json.dumps(reply)))
+        self.db.execute("INSERT INTO calls (key, reply) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET reply = excluded.reply, made = made + 1",
+                        (key, json.dumps(reply)))
         self.db.commit()
 
     def close(self) -> None:
@@ -66,7 +72,7 @@ class Teacher:
         for reply in replies:
             if reply is not None:
                 reply["cached"] = True
-        todo = [i for i, r in enumerate(replies) if r is None]
+        todo = {i for i, r in enumerate(replies) if r is None}
         if todo:
             with Progress(transient=True) as progress:
                 bar = progress.add_task("teacher", total=len(todo))
@@ -77,7 +83,8 @@ class Teacher:
                     replies[i] = {**reply, "cached": False}
                     progress.advance(bar)
 
-                self.backend.complete([(i, requests[i], keys[i]) for i in todo], self.params, done)
+                items = [(i, request, key) for i, (request, key) in enumerate(zip(requests, keys))]
+                self.backend.complete(items, todo, self.params, done)
         return replies
 
 
@@ -87,7 +94,10 @@ class LocalBackend:
     def __init__(self, model, tokenizer, batch_size: int):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
-    def complete(self, items, params, done) -> None:
+    def complete(self, items, todo: set[int], params, done) -> None:
+        """Batches are made over all requests, cached or not, and a batch with anything missing is
+        generated whole: each reply then comes from the same batch, and so the same sampled text,
+        however often the stage was interrupted."""
         import torch
 
         tok = self.tokenizer
@@ -97,6 +107,8 @@ class LocalBackend:
         tok.padding_side = "left"
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
+            if not any(items[j][0] in todo for j in chunk):
+                continue
             batch = tok([prompts[j] for j in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
             # seeded by the requests' own keys: the same batch always samples the same text
             torch.manual_seed(int(items[chunk[0]][2][:8], 16))
@@ -109,6 +121,8 @@ class LocalBackend:
                     pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
             width = batch["input_ids"].shape[1]
             for row, j in enumerate(chunk):
+                if items[j][0] not in todo:
+                    continue
                 new = out[row, width:]
                 new = new[new != tok.pad_token_id]
                 done(items[j][0], {"text": tok.decode(new, skip_special_tokens=True),
@@ -148,8 +162,8 @@ class OpenAIBackend:
         finally:
             client.close()
 
-    def complete(self, items, params, done) -> None:
-        asyncio.run(self._complete_all(items, params, done))
+    def complete(self, items, todo: set[int], params, done) -> None:
+        asyncio.run(self._complete_all([item for item in items if item[0] in todo], params, done))
 
     async def _complete_all(self, items, params, done) -> None:
         gate = asyncio.Semaphore(self.cfg.concurrency)

@@ -153,3 +153,30 @@ def test_openai_teacher_bad_key_and_unreachable(llama_server, monkeypatch):
     cfg = TeacherConfig(backend="openai", base_url=f"http://127.0.0.1:{_free_port()}/v1", model="x", max_retries=0)
     with pytest.raises(UserError, match="cannot reach"):
         OpenAIBackend(cfg).preflight()
+
+
+def test_loop_with_openai_teacher_keeps_the_key_out(llama_server, tmp_path, intent_files, monkeypatch):
+    """The whole loop with the teacher behind a real server; the API key appears nowhere on disk."""
+    secret = "test-key"  # the key the fixture's server demands
+    monkeypatch.setenv("LLM2LLM_TEST_KEY", secret)
+    teacher = {"backend": "openai", "base_url": llama_server, "model": "smollm2", "api_key_env": "LLM2LLM_TEST_KEY",
+               "max_tokens": 24}
+    tree = config_dict(*intent_files, student={"epochs": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3},
+                       teacher=teacher, loop={"iterations": 1}, task={"prompt_template": "Request: {input}\nIntent:"})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    calls = [json.loads(x) for x in (run_dir / "iter_000" / "teacher_calls.jsonl").read_text().splitlines()]
+    assert all(c["reply"]["completion_tokens"] > 0 for c in calls)
+    assert secret not in result.output
+    for file in run_dir.rglob("*"):
+        if file.is_file():
+            assert secret.encode() not in file.read_bytes(), file
+
+    # a rejected key stops the run before anything is trained or written
+    monkeypatch.setenv("LLM2LLM_TEST_KEY", "wrong-key")
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "run2")])
+    assert result.exit_code == 2 and "rejected the API key" in result.output
+    assert not (tmp_path / "run2").exists()

@@ -21,6 +21,9 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, intent_files):
         "zero_iterations": ({**good, "loop": {"iterations": 0}}, "field 'loop.iterations'"),
         "missing_file": (config_dict(tmp_path / "none.jsonl", intent_files[1]), "none.jsonl: no such file"),
         "label_outside": (config_dict(intent_files[0], bad_label), "bad.jsonl:2: field 'label'"),
+        "unreachable_teacher": ({**good, "teacher": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                                    "model": "m", "max_retries": 0}}, "teacher.base_url: cannot reach"),
+        "seed_too_big": ({**good, "data": {**good["data"], "seed_size": 99}}, "data.seed_size: 99 is more"),
     }
     for name, (tree, message) in cases.items():
         path = tmp_path / f"{name}.yaml"
@@ -55,3 +58,13 @@ def test_bad_set_override(tmp_path, intent_files):
 def test_resume_needs_a_run_dir(tmp_path):
     code, out = run_cli("resume", str(tmp_path))
     assert code == 2 and "not an llm2llm run dir" in out
+
+
+def test_unwritable_output_dir(tmp_path, intent_files):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config_dict(*intent_files)))
+    code, out = run_cli("run", str(path), "--out", str(blocker / "run"))
+    assert code == 2 and "cannot write the run dir" in out and "Traceback" not in out
+    assert blocker.read_text() == "not a directory"
