@@ -22,7 +22,7 @@ def tiny_config(tmp_path: Path) -> Path:
     tree["data"].update({"train": str(DEMO / "train.jsonl"), "test": str(DEMO / "test.jsonl"),
                          "seed_size": 12, "test_size": 12})
     tree["student"].update({"epochs": 1, "batch_size": 4, "max_length": 48})
-    tree["teacher"].update({"max_tokens": 16, "samples_per_example": 1})
+    tree["teacher"].update({"max_tokens": 16, "samples_per_example": 2})
     tree["loop"]["iterations"] = 2
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tree))
@@ -52,18 +52,17 @@ def results(run: Path) -> dict:
 
 def test_sigkill_at_random_points_then_resume_equals_clean_run(tmp_path):
     config = tiny_config(tmp_path)
-    t0 = time.time()
     clean = start(config, tmp_path / "clean")
     assert clean.wait(timeout=900) == 0, clean.log.read_text()[-3000:]
-    wall = time.time() - t0
 
+    # each restart spends ~10 s loading the model, then gets a few seconds further before the kill
     rng = random.Random(0)
     run = tmp_path / "killed"
     kills = 0
     while kills < 10:
         proc = start(config, run)
         try:
-            proc.wait(timeout=rng.uniform(3, wall))
+            proc.wait(timeout=rng.uniform(4, 22))
             assert proc.returncode == 0, proc.log.read_text()[-3000:]
             break  # it finished before this kill point: the remaining points fall after the end
         except subprocess.TimeoutExpired:

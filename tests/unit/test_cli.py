@@ -15,7 +15,24 @@ def run_cli(*args):
 def test_bad_inputs_exit_2_with_one_line(tmp_path, intent_files):
     good = config_dict(*intent_files)
     bad_label = write_jsonl(tmp_path / "bad.jsonl", [{"text": "x", "label": "alarm"}, {"text": "y", "label": "pizza"}])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"text": "caf\xe9", "label": "alarm"}\n')
+    files = {name: write_jsonl(tmp_path / f"{name}.jsonl", rows) for name, rows in {
+        "badjson": ['{"text": "a", "label": "alarm"}', '{"text": oops}'],
+        "nofield": [{"text": "a", "label": "alarm"}, {"label": "alarm"}],
+        "wrongtype": [{"text": ["a"], "label": "alarm"}],
+        "dupids": [{"id": "x", "text": "a", "label": "alarm"}, {"id": "x", "text": "b", "label": "alarm"}],
+    }.items()}
     cases = {
+        "empty_file": (config_dict(empty, intent_files[1]), "empty.jsonl: no rows"),
+        "invalid_json": (config_dict(files["badjson"], intent_files[1]), "badjson.jsonl:2: invalid JSON"),
+        "missing_field": (config_dict(files["nofield"], intent_files[1]), "nofield.jsonl:2: missing field 'text'"),
+        "wrong_type": (config_dict(files["wrongtype"], intent_files[1]), "wrongtype.jsonl:1: field 'text'"),
+        "duplicate_ids": (config_dict(files["dupids"], intent_files[1]), "dupids.jsonl:2: duplicate id 'x'"),
+        "non_utf8": (config_dict(latin, intent_files[1]), "latin.jsonl:1: not valid UTF-8"),
+        "negative_iterations": ({**good, "loop": {"iterations": -1}}, "field 'loop.iterations'"),
         "unknown_task": ({**good, "task": {"type": "poetry"}}, "field 'task.type'"),
         "unknown_field": ({**good, "loop": {"iterationz": 2}}, "field 'loop.iterationz'"),
         "zero_iterations": ({**good, "loop": {"iterations": 0}}, "field 'loop.iterations'"),
@@ -33,6 +50,15 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, intent_files):
         assert message in out, (name, out)
         assert "Traceback" not in out and len(out.strip().splitlines()) == 1, (name, out)
         assert not (tmp_path / f"run_{name}").exists(), name  # nothing written for bad input
+        # and an existing run directory is left exactly as it was
+        existing = tmp_path / "existing"
+        if not existing.exists():
+            existing.mkdir()
+            (existing / "config.yaml").write_text(yaml.safe_dump(tree))
+            (existing / "metrics.jsonl").write_text('{"iteration": 0}\n')
+        code, _ = run_cli("run", str(path), "--out", str(existing))
+        assert code == 2, name
+        assert sorted(p.name for p in existing.iterdir()) == ["config.yaml", "metrics.jsonl"], name
 
 
 def test_existing_run_dir_with_other_config_is_untouched(tmp_path, intent_files):
