@@ -1,4 +1,4 @@
-"""Command line: `llm2llm run CONFIG`, `llm2llm resume RUN_DIR`, `llm2llm demo`."""
+"""Command line: `llm2llm run CONFIG`, `resume RUN_DIR`, `report RUN_DIR`, `demo`."""
 from __future__ import annotations
 
 import sys
@@ -41,7 +41,10 @@ def _execute(cfg, out: Optional[Path]) -> None:
         typer.echo(f"interrupted: finished stages are saved; continue with: llm2llm resume {run_dir}", err=True)
         raise typer.Exit(130)
     console.print(metrics_table(rows))
-    console.print(f"run directory: {run_dir}")
+    from .report import write_report
+
+    md, page = write_report(run_dir)
+    console.print(f"run directory: {run_dir}  (report: {page})")
 
 
 def _guard(fn, *args) -> None:
@@ -72,6 +75,18 @@ def resume(run_dir: Path = typer.Argument(..., help="a run directory made by `ll
         if not snapshot.exists():
             raise UserError(f"{run_dir}: not an llm2llm run dir (no config.yaml)")
         _execute(load_config(snapshot), run_dir)
+
+    _guard(go)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run directory")):
+    """Write RUN_DIR/report.md and a self-contained RUN_DIR/report.html with plots."""
+    from .report import write_report
+
+    def go():
+        md, page = write_report(run_dir)
+        console.print(f"wrote {md} and {page}")
 
     _guard(go)
 

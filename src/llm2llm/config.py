@@ -126,6 +126,12 @@ class LoopConfig(Strict):
     parents: Literal["seed", "all"] = "seed"  # which wrong examples the teacher may augment
 
 
+class FilterConfig(Strict):
+    near_duplicate_threshold: float = Field(0.85, gt=0, le=1)  # MinHash Jaccard of character 4-grams
+    leakage_ngram: int = Field(8, gt=0)  # word n-grams shared with a test input count as leakage
+    leakage_action: Literal["drop", "report"] = "drop"
+
+
 class OutputConfig(Strict):
     dir: str = "runs/latest"
     keep_models: Literal["all", "last", "none"] = "last"
@@ -137,6 +143,7 @@ class RunConfig(Strict):
     teacher: TeacherConfig = TeacherConfig()
     data: DataConfig
     loop: LoopConfig = LoopConfig()
+    filters: FilterConfig = FilterConfig()
     output: OutputConfig = OutputConfig()
 
 

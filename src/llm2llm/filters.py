@@ -7,7 +7,15 @@ from __future__ import annotations
 import hashlib
 import json
 
+from datasketch import MinHash, MinHashLSH
+
+from .config import FilterConfig
 from .tasks import Reject, Task
+
+NUM_PERM = 128
+TEST_OVERLAP = "overlaps the test set"
+DUPLICATE = "duplicate of an existing example"
+NEAR_DUPLICATE = "near-duplicate of an existing example"
 
 
 def normalise(text: str) -> str:
@@ -20,15 +28,62 @@ def synthetic_id(fields: dict, parent_id: str) -> str:
     return "syn-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def minhash(text: str) -> MinHash:
+    text = normalise(text)
+    grams = {text[i:i + 4] for i in range(max(1, len(text) - 3))}
+    m = MinHash(num_perm=NUM_PERM, seed=1)
+    m.update_batch([g.encode() for g in sorted(grams)])
+    return m
+
+
+class NearDuplicates:
+    """Texts seen so far, and whether a new one is (nearly) one of them: MinHash LSH candidates,
+    confirmed by their estimated Jaccard similarity."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+        self.exact: set[str] = set()
+        self.hashes: dict[str, MinHash] = {}
+
+    def add(self, text: str) -> None:
+        key = normalise(text)
+        if key in self.exact:
+            return
+        self.exact.add(key)
+        self.hashes[key] = minhash(key)
+        self.lsh.insert(key, self.hashes[key])
+
+    def match(self, text: str) -> str | None:
+        key = normalise(text)
+        if key in self.exact:
+            return DUPLICATE
+        m = minhash(key)
+        if any(self.hashes[k].jaccard(m) >= self.threshold for k in self.lsh.query(m)):
+            return NEAR_DUPLICATE
+        return None
+
+
+def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    """Word n-grams; a text shorter than n words is one gram of its own."""
+    words = normalise(text).split()
+    if len(words) <= n:
+        return {tuple(words)}
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
 def keep(task: Task, calls: list[dict], known: list[dict], test: list[dict], iteration: int,
-         teacher_model: str) -> tuple[list[dict], list[dict]]:
+         teacher_model: str, cfg: FilterConfig | None = None) -> tuple[list[dict], list[dict]]:
     """(accepted, rejected) from the teacher calls ({parent, reply, ...}) of one iteration.
 
-    `known` is every example already in the training set; `test` the held-out split, whose inputs
-    must never come back as training data.
+    `known` is every example already in the training set; `test` the held-out split, whose text
+    must not come back as training data (dropped, or kept and flagged, as the config says).
     """
-    seen = {normalise(ex[task.input_field]) for ex in known}
-    test_inputs = {normalise(ex[task.input_field]) for ex in test}
+    cfg = cfg or FilterConfig()
+    seen = NearDuplicates(cfg.near_duplicate_threshold)
+    for ex in known:
+        seen.add(ex[task.input_field])
+    test_grams = set().union(*(ngrams(ex[task.input_field], cfg.leakage_ngram) for ex in test))
     accepted, rejected = [], []
     for call in calls:
         parent, reply = call["parent"], call["reply"]
@@ -41,13 +96,21 @@ def keep(task: Task, calls: list[dict], known: list[dict], test: list[dict], ite
             rejected.append({**base, "reason": parsed.reason})
             continue
         for fields in parsed:
-            text = normalise(fields[task.input_field])
-            reason = ("copy of a test example" if text in test_inputs
-                      else "duplicate of an existing example" if text in seen else None)
+            text = fields[task.input_field]
+            leaked = bool(ngrams(text, cfg.leakage_ngram) & test_grams)
+            reason = TEST_OVERLAP if leaked and cfg.leakage_action == "drop" else seen.match(text)
             if reason:
                 rejected.append({**base, "reason": reason, "example": fields})
                 continue
             seen.add(text)
             accepted.append({"id": synthetic_id(fields, parent["id"]), **fields, "origin": "teacher",
-                             "parent_id": parent["id"], "iteration": iteration, "teacher_model": teacher_model})
+                             "parent_id": parent["id"], "iteration": iteration, "teacher_model": teacher_model,
+                             **({"test_overlap": True} if leaked else {})})
     return accepted, rejected
+
+
+def counts(accepted: list[dict], rejected: list[dict]) -> dict:
+    """The filters' figures for metrics.jsonl."""
+    reasons = [r["reason"] for r in rejected]
+    return {"near_duplicates": reasons.count(NEAR_DUPLICATE) + reasons.count(DUPLICATE),
+            "test_overlap": reasons.count(TEST_OVERLAP) + sum(1 for a in accepted if a.get("test_overlap"))}

@@ -96,7 +96,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
         if it < cfg.loop.iterations:
             t0 = time.time()
             calls = stage(store, it, "teacher_calls.jsonl", lambda: ask_teacher(teacher, task, wrong, it, cfg))
-            kept = filters.keep(task, calls, train_set, test, it + 1, teacher.model_name)
+            kept = filters.keep(task, calls, train_set, test, it + 1, teacher.model_name, cfg.filters)
             accepted = stage(store, it, "accepted.jsonl", lambda: kept[0])
             rejected = stage(store, it, "rejected.jsonl", lambda: kept[1])
             clock["teacher_s"] = round(time.time() - t0, 1)
@@ -105,7 +105,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
         row = {"iteration": it, "train_size": len(train_set),
                "seed_accuracy": accuracy([p for p in pred_seed if p["id"] in seed_ids]),
                "test_accuracy": accuracy(pred_test), "wrong": len(wrong), "generated": len(calls),
-               "accepted": len(accepted), "rejected": len(rejected),
+               "accepted": len(accepted), "rejected": len(rejected), **filters.counts(accepted, rejected),
                "prompt_tokens": sum(c["reply"]["prompt_tokens"] for c in calls),
                "completion_tokens": sum(c["reply"]["completion_tokens"] for c in calls),
                **{k: v for k, v in train_stats.items() if k in ("train_loss", "steps")}, **clock}

@@ -180,3 +180,27 @@ def test_loop_with_openai_teacher_keeps_the_key_out(llama_server, tmp_path, inte
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "run2")])
     assert result.exit_code == 2 and "rejected the API key" in result.output
     assert not (tmp_path / "run2").exists()
+
+
+def test_continued_training_and_all_parents(tmp_path, intent_files):
+    """The switches: continue training from the last model, and let synthetic examples be parents."""
+    tree = config_dict(*intent_files, student={"epochs": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3},
+                       teacher={"max_tokens": 24, "samples_per_example": 2},
+                       loop={"iterations": 1, "from_scratch": False, "parents": "all"},
+                       task={"prompt_template": "Request: {input}\nIntent:"})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    preds = [json.loads(x) for x in (run_dir / "iter_001" / "pred_seed.jsonl").read_text().splitlines()]
+    assert len(preds) == metrics[1]["train_size"]  # every training example was evaluated as a parent
+    assert (run_dir / "iter_000" / "model" / "DONE").exists()  # continued training keeps the chain
+    # resuming reloads the chain of models instead of training again
+    (run_dir / "iter_001" / "pred_test.jsonl").unlink()
+    before = (run_dir / "iter_001" / "pred_seed.jsonl").read_text()
+    again = CliRunner().invoke(app, ["resume", str(run_dir)])
+    assert again.exit_code == 0, again.output
+    assert "training on" not in again.output
+    assert (run_dir / "iter_001" / "pred_seed.jsonl").read_text() == before

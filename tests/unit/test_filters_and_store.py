@@ -1,8 +1,8 @@
 import pytest
 
 from llm2llm import UserError
-from llm2llm.config import TaskConfig
-from llm2llm.filters import keep, synthetic_id
+from llm2llm.config import FilterConfig, TaskConfig
+from llm2llm.filters import NearDuplicates, counts, keep, ngrams, synthetic_id
 from llm2llm.store import RunStore
 from llm2llm.tasks import make_task
 
@@ -19,9 +19,50 @@ def test_keep_accepts_rejects_with_reasons_and_lineage():
     assert accepted == [{"id": synthetic_id({"text": "get me up at 5", "label": "alarm"}, "s1"), "text": "get me up at 5",
                          "label": "alarm", "origin": "teacher", "parent_id": "s1", "iteration": 1, "teacher_model": "T"}]
     assert [r["reason"] for r in rejected] == [
-        "duplicate of an existing example", "duplicate of an existing example", "copy of a test example",
+        "duplicate of an existing example", "duplicate of an existing example", "overlaps the test set",
         "empty reply", "copy of its parent", "teacher call failed: APITimeoutError: slow"]
     assert len(accepted) + len(rejected) == len(calls)  # nothing is dropped silently
+    assert counts(accepted, rejected) == {"near_duplicates": 2, "test_overlap": 1}
+
+
+def task_and_parent():
+    task = make_task(TaskConfig(type="classification"), [{"text": "x", "label": "alarm"}])
+    return task, {"id": "s1", "text": "wake me at six", "label": "alarm"}
+
+
+def test_near_duplicates_are_rejected():
+    task, parent = task_and_parent()
+    known = [parent, {"id": "s2", "text": "please set an alarm for seven thirty tomorrow morning", "label": "alarm"}]
+    replies = ["please set an alarm for seven thirty tomorrow morning!", "Please set an alarm for 7:30 tomorrow",
+               "set a timer for the pasta and the sauce"]
+    calls = [{"parent": parent, "sample": i, "reply": {"text": t}} for i, t in enumerate(replies)]
+    accepted, rejected = keep(task, calls, known, [], 1, "T")
+    assert [r["reason"] for r in rejected] == ["near-duplicate of an existing example"]
+    assert [a["text"] for a in accepted] == ["Please set an alarm for 7:30 tomorrow",
+                                             "set a timer for the pasta and the sauce"]
+
+
+def test_leakage_by_ngrams_drop_or_report():
+    task, parent = task_and_parent()
+    test = [{"id": "t", "text": "could you remind me to water the plants on the balcony every sunday", "label": "alarm"}]
+    leaky = "hey remind me to water the plants on the balcony every sunday please"
+    calls = [{"parent": parent, "sample": 0, "reply": {"text": leaky}},
+             {"parent": parent, "sample": 1, "reply": {"text": "wake me when the sun is up"}}]
+    accepted, rejected = keep(task, calls, [parent], test, 1, "T", FilterConfig(leakage_ngram=8))
+    assert [r["reason"] for r in rejected] == ["overlaps the test set"] and len(accepted) == 1
+    accepted, rejected = keep(task, calls, [parent], test, 1, "T", FilterConfig(leakage_ngram=8, leakage_action="report"))
+    assert not rejected and [a.get("test_overlap", False) for a in accepted] == [True, False]
+    assert counts(accepted, rejected)["test_overlap"] == 1
+
+
+def test_ngrams_and_near_duplicate_index():
+    assert ngrams("A b c", 5) == {("a", "b", "c")}
+    assert ngrams("a b c d", 3) == {("a", "b", "c"), ("b", "c", "d")}
+    index = NearDuplicates(0.85)
+    index.add("book a table for two at the italian place tonight")
+    assert index.match("Book a table for two at the Italian place tonight") == "duplicate of an existing example"
+    assert index.match("book a table for two at the italian place tonight!!") == "near-duplicate of an existing example"
+    assert index.match("what is the weather in oslo") is None
 
 
 def test_synthetic_ids_come_from_content():

@@ -1,0 +1,145 @@
+"""The run report: report.md and a self-contained report.html (PNG plots inline), from the run dir alone."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import Counter
+from pathlib import Path
+
+from .store import RunStore
+
+EXAMPLES_PER_ITERATION = 3
+
+
+def _plots(metrics: list[dict], reject_reasons: dict[int, Counter]) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = [m["iteration"] for m in metrics]
+    figures = {}
+
+    def save(name, fig):
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        figures[name] = buf.getvalue()
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(its, [m["test_accuracy"] for m in metrics], "o-", label="test")
+    ax.plot(its, [m["seed_accuracy"] for m in metrics], "s--", label="seed")
+    ax.set(xlabel="iteration", ylabel="accuracy", title="Accuracy per iteration", xticks=its)
+    ax.legend()
+    save("accuracy", fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar(its, [m["train_size"] for m in metrics], color="tab:green")
+    ax.set(xlabel="iteration", ylabel="examples", title="Training-set size", xticks=its)
+    save("train_size", fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar(its, [m["wrong"] for m in metrics], color="tab:red")
+    ax.set(xlabel="iteration", ylabel="seed examples", title="Wrong seed examples", xticks=its)
+    save("wrong", fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    reasons = sorted({r for c in reject_reasons.values() for r in c})
+    bottom = [0] * len(its)
+    for reason in reasons:
+        values = [reject_reasons.get(i, Counter())[reason] for i in its]
+        ax.bar(its, values, bottom=bottom, label=reason[:40])
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set(xlabel="iteration", ylabel="replies", title="Rejected teacher replies by reason", xticks=its)
+    if reasons:
+        ax.legend(fontsize=7)
+    save("rejects", fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar([i - 0.2 for i in its], [m.get("prompt_tokens", 0) for m in metrics], width=0.4, label="prompt")
+    ax.bar([i + 0.2 for i in its], [m.get("completion_tokens", 0) for m in metrics], width=0.4, label="completion")
+    ax.set(xlabel="iteration", ylabel="tokens", title="Teacher tokens", xticks=its)
+    ax.legend()
+    save("tokens", fig)
+    return figures
+
+
+def _table(metrics: list[dict]) -> tuple[list[str], list[list[str]]]:
+    head = ["iteration", "train size", "seed acc", "test acc", "Δ test vs it. 0", "wrong", "teacher calls",
+            "accepted", "rejected", "prompt tokens", "completion tokens"]
+    base = metrics[0]["test_accuracy"]
+    rows = [[str(m["iteration"]), str(m["train_size"]), f"{m['seed_accuracy']:.3f}", f"{m['test_accuracy']:.3f}",
+             f"{m['test_accuracy'] - base:+.3f}", str(m["wrong"]), str(m["generated"]), str(m["accepted"]),
+             str(m["rejected"]), str(m.get("prompt_tokens", 0)), str(m.get("completion_tokens", 0))]
+            for m in metrics]
+    return head, rows
+
+
+def _examples(store: RunStore, metrics: list[dict]) -> list[tuple[int, dict, dict]]:
+    """A few accepted examples of each iteration beside their parents."""
+    out = []
+    for m in metrics:
+        it = m["iteration"]
+        if not store.has(it, "accepted.jsonl"):
+            continue
+        parents = {w["id"]: w for w in store.read_jsonl(it, "wrong.jsonl")}
+        for ex in store.read_jsonl(it, "accepted.jsonl")[:EXAMPLES_PER_ITERATION]:
+            out.append((it, parents.get(ex["parent_id"], {}), ex))
+    return out
+
+
+def _fields(ex: dict) -> str:
+    skip = {"id", "origin", "parent_id", "iteration", "teacher_model", "student_prediction", "test_overlap"}
+    return "; ".join(f"{k}: {v}" for k, v in ex.items() if k not in skip)
+
+
+def write_report(run_dir: str | Path) -> tuple[Path, Path]:
+    store = RunStore(run_dir)
+    metrics = store.metrics()
+    if not metrics:
+        from . import UserError
+
+        raise UserError(f"{run_dir}: no metrics.jsonl yet: nothing to report")
+    reject_reasons = {m["iteration"]: Counter(r["reason"] for r in store.read_jsonl(m["iteration"], "rejected.jsonl"))
+                      for m in metrics if store.has(m["iteration"], "rejected.jsonl")}
+    plots = _plots(metrics, reject_reasons)
+    head, rows = _table(metrics)
+    last = metrics[-1]
+    gain = last["test_accuracy"] - metrics[0]["test_accuracy"]
+    summary = (f"Test accuracy {metrics[0]['test_accuracy']:.3f} after plain fine-tuning (iteration 0), "
+               f"{last['test_accuracy']:.3f} after iteration {last['iteration']}: {gain:+.3f}. "
+               f"The training set grew from {metrics[0]['train_size']} to {last['train_size']} examples.")
+    examples = _examples(store, metrics)
+
+    md = ["# LLM2LLM run report", "", f"Run directory: `{store.root}`", "", summary, "",
+          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    md += ["", "## Plots", ""] + [f"![{name}]({name}.png)" for name in plots]
+    md += ["", "## Generated examples beside their parents", ""]
+    for it, parent, ex in examples:
+        md += [f"- iteration {it}: parent *{_fields(parent)}* → new *{_fields(ex)}*"]
+    for name, png in plots.items():
+        (store.root / f"{name}.png").write_bytes(png)
+    md_path = store.root / "report.md"
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+
+    esc = html.escape
+    table = "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
+    images = "".join(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+                     for name, png in plots.items())
+    pairs = "".join(f"<tr><td>{it}</td><td>{esc(_fields(p))}</td><td>{esc(_fields(e))}</td></tr>"
+                    for it, p, e in examples)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>LLM2LLM run report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}img{{margin:4px;border:1px solid #ddd}}</style>
+</head><body><h1>LLM2LLM run report</h1><p>{esc(str(store.root))}</p><p id="summary">{esc(summary)}</p>
+<h2>Per iteration</h2>{table}<h2>Plots</h2><div>{images}</div>
+<h2>Generated examples beside their parents</h2>
+<table><tr><th>iteration</th><th>parent (a seed example the student got wrong)</th><th>new example</th></tr>{pairs}</table>
+</body></html>"""
+    html_path = store.root / "report.html"
+    html_path.write_text(page, encoding="utf-8")
+    return md_path, html_path

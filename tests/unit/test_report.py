@@ -1,0 +1,30 @@
+import json
+import re
+
+from llm2llm.report import write_report
+from llm2llm.store import RunStore
+
+
+def test_report_matches_metrics(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.open({"x": 1})
+    metrics = [
+        {"iteration": 0, "train_size": 10, "seed_accuracy": 0.5, "test_accuracy": 0.4, "wrong": 5, "generated": 5,
+         "accepted": 3, "rejected": 2, "prompt_tokens": 100, "completion_tokens": 50},
+        {"iteration": 1, "train_size": 13, "seed_accuracy": 0.7, "test_accuracy": 0.55, "wrong": 3, "generated": 0,
+         "accepted": 0, "rejected": 0, "prompt_tokens": 0, "completion_tokens": 0}]
+    for m in metrics:
+        store.write_metrics(m)
+    store.write_jsonl(0, "wrong.jsonl", [{"id": "s1", "text": "wake me <early>", "label": "alarm"}])
+    store.write_jsonl(0, "accepted.jsonl", [{"id": "n1", "text": "rouse me at dawn", "label": "alarm", "parent_id": "s1"}])
+    store.write_jsonl(0, "rejected.jsonl", [{"reason": "empty reply"}, {"reason": "copy of its parent"}])
+    md, page = write_report(store.root)
+    text = md.read_text()
+    assert "| 1 | 13 | 0.700 | 0.550 | +0.150 | 3 |" in text
+    assert "0.400 after plain fine-tuning" in text and "+0.150" in text
+    body = page.read_text()
+    assert len(re.findall(r'src="data:image/png;base64,', body)) == 5
+    assert "rouse me at dawn" in body and "wake me &lt;early&gt;" in body  # texts are escaped, not markup
+    assert "<td>0.550</td>" in body and "<td>+0.150</td>" in body
+    assert (store.root / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((store.root / "metrics.jsonl").read_text().splitlines()[1])["test_accuracy"] == 0.55
