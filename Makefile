@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # With a GPU, run: make TORCH=torch setup
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast
+.PHONY: setup demo test test-fast browser
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -19,7 +19,12 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/llm2llm demo
 
-test: setup
+# Debian's chromium, for the report's browser test (needs root; elsewhere that one test is skipped)
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test will be skipped"
+
+test: setup browser
 	$(PY) -m pytest -q
 
 test-fast: setup

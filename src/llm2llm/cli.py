@@ -80,6 +80,37 @@ def resume(run_dir: Path = typer.Argument(..., help="a run directory made by `ll
 
 
 @app.command()
+def compare(config: Path = typer.Argument(..., help="YAML run config"),
+            set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value"),
+            out: Path = typer.Option(Path("runs/compare"), "--out", help="folder for the runs")):
+    """The paper's comparison on one seed set and teacher budget: plain fine-tuning (iteration 0),
+    LLM2LLM, and random augmentation (random seed examples to the teacher, as many as LLM2LLM sent)."""
+    from .config import load_config
+
+    def go():
+        cfg = load_config(config, set_)
+        _execute(cfg, out / "llm2llm")
+        from .store import RunStore
+
+        ours = RunStore(out / "llm2llm").metrics()
+        counts = ",".join(str(m["generated"] // cfg.teacher.samples_per_example) for m in ours[:-1])
+        rand = load_config(config, [*set_, "loop.augment=random", f"loop.random_counts=[{counts}]"])
+        _execute(rand, out / "random")
+        other = RunStore(out / "random").metrics()
+        table = Table(title="Plain fine-tuning vs LLM2LLM vs random augmentation (same seed, same teacher calls)")
+        for name in ("method", "test accuracy", "Δ vs plain", "train size", "teacher calls"):
+            table.add_column(name, justify="right")
+        plain = ours[0]["test_accuracy"]
+        for name, m in (("plain fine-tuning", ours[0]), ("LLM2LLM", ours[-1]), ("random augmentation", other[-1])):
+            calls = sum(r["generated"] for r in (ours if name == "LLM2LLM" else other if name != "plain fine-tuning" else []))
+            table.add_row(name, f"{m['test_accuracy']:.3f}", f"{m['test_accuracy'] - plain:+.3f}", str(m["train_size"]),
+                          str(calls))
+        console.print(table)
+
+    _guard(go)
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="a run directory")):
     """Write RUN_DIR/report.md and a self-contained RUN_DIR/report.html with plots."""
     from .report import write_report
@@ -87,6 +118,39 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory")):
     def go():
         md, page = write_report(run_dir)
         console.print(f"wrote {md} and {page}")
+
+    _guard(go)
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="a finished (or stopped) run directory"),
+           out: Path = typer.Option(..., "--out", help="a .jsonl file, or a folder for the Hugging Face format"),
+           fmt: str = typer.Option("jsonl", "--format", help="jsonl | hf"),
+           push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="also push to this hub repo id")):
+    """Export the final training set, seed and synthetic, with lineage columns (origin, parent_id, ...)."""
+    import json
+
+    from .report import final_dataset
+    from .store import RunStore, atomic_write
+
+    def go():
+        store = RunStore(run_dir)
+        if not store.metrics():
+            raise UserError(f"{run_dir}: no metrics.jsonl: not a run directory, or nothing finished yet")
+        rows = final_dataset(store)
+        keys = list(dict.fromkeys(k for r in rows for k in r))  # one column set for every row
+        rows = [{k: r.get(k) for k in keys} for r in rows]
+        if fmt == "jsonl":
+            atomic_write(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        elif fmt == "hf":  # a folder that datasets.load_dataset(folder) reads
+            atomic_write(out / "data" / "train.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        else:
+            raise UserError(f"--format {fmt}: expected jsonl or hf")
+        if push_to_hub:
+            import datasets
+
+            datasets.Dataset.from_list(rows).push_to_hub(push_to_hub)
+        console.print(f"wrote {len(rows)} examples to {out}")
 
     _guard(go)
 

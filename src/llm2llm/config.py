@@ -124,6 +124,11 @@ class LoopConfig(Strict):
     iterations: int = Field(3, gt=0)  # LLM2LLM iterations after the baseline (iteration 0)
     from_scratch: bool = True  # retrain from the base model each iteration (the paper's choice)
     parents: Literal["seed", "all"] = "seed"  # which wrong examples the teacher may augment
+    # which of those go to the teacher: the ones the student got wrong (LLM2LLM), or randomly chosen
+    # ones (the paper's random-augmentation baseline), as many as `random_counts[t]` in iteration t
+    # (default: as many as the student got wrong)
+    augment: Literal["wrong", "random"] = "wrong"
+    random_counts: list[int] | None = None
 
 
 class FilterConfig(Strict):

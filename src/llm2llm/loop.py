@@ -11,6 +11,7 @@ already there is read back instead of run again, so an interrupted run continues
 """
 from __future__ import annotations
 
+import random
 import time
 
 from rich.console import Console
@@ -95,7 +96,9 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
         calls, accepted, rejected = [], [], []
         if it < cfg.loop.iterations:
             t0 = time.time()
-            calls = stage(store, it, "teacher_calls.jsonl", lambda: ask_teacher(teacher, task, wrong, it, cfg))
+            chosen = wrong if cfg.loop.augment == "wrong" else stage(
+                store, it, "chosen.jsonl", lambda: choose_randomly(parents, pred_seed, len(wrong), it, cfg))
+            calls = stage(store, it, "teacher_calls.jsonl", lambda: ask_teacher(teacher, task, chosen, it, cfg))
             kept = filters.keep(task, calls, train_set, test, it + 1, teacher.model_name, cfg.filters)
             accepted = stage(store, it, "accepted.jsonl", lambda: kept[0])
             rejected = stage(store, it, "rejected.jsonl", lambda: kept[1])
@@ -119,6 +122,16 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
     if cfg.output.keep_models == "none":
         store.drop_model(cfg.loop.iterations)
     return store.metrics()
+
+
+def choose_randomly(parents: list[dict], preds: list[dict], n_wrong: int, iteration: int,
+                    cfg: RunConfig) -> list[dict]:
+    """The random-augmentation baseline: random parents instead of the wrong ones, same number."""
+    counts = cfg.loop.random_counts
+    n = counts[iteration] if counts and iteration < len(counts) else n_wrong
+    rng = random.Random(f"{cfg.data.sampling_seed}-{iteration}")
+    picked = sorted(rng.sample(range(len(parents)), min(n, len(parents))))
+    return [{**parents[i], "student_prediction": preds[i]["prediction"]} for i in picked]
 
 
 def ask_teacher(teacher, task, wrong: list[dict], iteration: int, cfg: RunConfig) -> list[dict]:

@@ -143,3 +143,12 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}img{{margin:4px;b
     html_path = store.root / "report.html"
     html_path.write_text(page, encoding="utf-8")
     return md_path, html_path
+
+
+def final_dataset(store: RunStore) -> list[dict]:
+    """The last iteration's training set plus what its teacher round added: seed and synthetic, with lineage."""
+    last = max(m["iteration"] for m in store.metrics())
+    rows = store.read_jsonl(last, "train.jsonl")
+    if store.has(last, "accepted.jsonl"):
+        rows += store.read_jsonl(last, "accepted.jsonl")
+    return rows

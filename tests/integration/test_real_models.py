@@ -204,3 +204,21 @@ def test_continued_training_and_all_parents(tmp_path, intent_files):
     assert again.exit_code == 0, again.output
     assert "training on" not in again.output
     assert (run_dir / "iter_001" / "pred_seed.jsonl").read_text() == before
+
+
+def test_compare_runs_both_arms_on_the_same_budget(tmp_path, intent_files):
+    tree = config_dict(*intent_files, student={"epochs": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3},
+                       teacher={"max_tokens": 24}, loop={"iterations": 1},
+                       task={"prompt_template": "Request: {input}\nIntent:"})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    result = CliRunner().invoke(app, ["compare", str(path), "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    ours = [json.loads(x) for x in (tmp_path / "cmp" / "llm2llm" / "metrics.jsonl").read_text().splitlines()]
+    rand = [json.loads(x) for x in (tmp_path / "cmp" / "random" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["generated"] for m in ours] == [m["generated"] for m in rand]  # same teacher budget
+    assert ours[0]["test_accuracy"] == rand[0]["test_accuracy"]  # iteration 0 is the same plain fine-tuning
+    chosen = (tmp_path / "cmp" / "random" / "iter_000" / "chosen.jsonl").read_text().splitlines()
+    assert len(chosen) == ours[0]["generated"]
+    for name in ("plain fine-tuning", "LLM2LLM", "random augmentation"):
+        assert name in result.output

@@ -90,3 +90,18 @@ def test_store_refuses_foreign_dir(tmp_path):
     with pytest.raises(UserError, match="not an llm2llm run dir"):
         RunStore(tmp_path).open({"a": 1})
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_choose_randomly_is_seeded_and_sized(intent_files):
+    from conftest import config_dict
+    from llm2llm.config import build_config
+    from llm2llm.loop import choose_randomly
+
+    parents = [{"id": str(i), "text": f"t{i}", "label": "alarm"} for i in range(10)]
+    preds = [{"id": str(i), "prediction": " alarm"} for i in range(10)]
+    cfg = build_config(config_dict(*intent_files, loop={"augment": "random", "random_counts": [3, 5]}))
+    first = choose_randomly(parents, preds, n_wrong=7, iteration=0, cfg=cfg)
+    assert len(first) == 3 and first == choose_randomly(parents, preds, 7, 0, cfg)
+    assert all(p["student_prediction"] == " alarm" for p in first)
+    assert len(choose_randomly(parents, preds, 7, 1, cfg)) == 5
+    assert len(choose_randomly(parents, preds, 7, 2, cfg)) == 7  # past the list: as many as were wrong

@@ -28,3 +28,29 @@ def test_report_matches_metrics(tmp_path):
     assert "<td>0.550</td>" in body and "<td>+0.150</td>" in body
     assert (store.root / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((store.root / "metrics.jsonl").read_text().splitlines()[1])["test_accuracy"] == 0.55
+
+
+def test_export_jsonl_and_hf_folder(tmp_path):
+    import datasets
+    from typer.testing import CliRunner
+
+    from llm2llm.cli import app
+
+    store = RunStore(tmp_path / "run")
+    store.open({"x": 1})
+    store.write_metrics({"iteration": 0})
+    store.write_metrics({"iteration": 1})
+    seed = {"id": "s1", "text": "wake me", "label": "alarm", "origin": "seed", "parent_id": None, "iteration": 0,
+            "teacher_model": None}
+    new = {"id": "syn-1", "text": "rouse me", "label": "alarm", "origin": "teacher", "parent_id": "s1", "iteration": 1,
+           "teacher_model": "T"}
+    store.write_jsonl(1, "train.jsonl", [seed, new])
+    result = CliRunner().invoke(app, ["export", str(store.root), "--out", str(tmp_path / "final.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(x) for x in (tmp_path / "final.jsonl").read_text().splitlines()] == [seed, new]
+    result = CliRunner().invoke(app, ["export", str(store.root), "--format", "hf", "--out", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    loaded = datasets.load_dataset(str(tmp_path / "hf"), split="train")
+    assert loaded["origin"] == ["seed", "teacher"] and loaded["parent_id"] == [None, "s1"]
+    bad = CliRunner().invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "x.jsonl")])
+    assert bad.exit_code == 2 and "no metrics.jsonl" in bad.output
