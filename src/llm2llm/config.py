@@ -90,6 +90,8 @@ class TeacherConfig(Strict):
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0)
     batch_size: int = Field(16, gt=0)  # local backend: prompts per generate call
+    # price in your currency per million tokens, e.g. {prompt: 0.15, completion: 0.6}; gives cost figures
+    price_per_million: dict[Literal["prompt", "completion"], float] | None = None
 
     @model_validator(mode="after")
     def _url(self):

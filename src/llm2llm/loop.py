@@ -112,6 +112,10 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
                "prompt_tokens": sum(c["reply"]["prompt_tokens"] for c in calls),
                "completion_tokens": sum(c["reply"]["completion_tokens"] for c in calls),
                **{k: v for k, v in train_stats.items() if k in ("train_loss", "steps")}, **clock}
+        if cfg.teacher.price_per_million:
+            price = cfg.teacher.price_per_million
+            row["cost"] = round((row["prompt_tokens"] * price.get("prompt", 0)
+                                 + row["completion_tokens"] * price.get("completion", 0)) / 1e6, 6)
         if all(r["iteration"] != it for r in store.metrics()):
             store.write_metrics(row)
         console.print(f"iteration {it}: test accuracy {row['test_accuracy']:.3f}, seed accuracy "

@@ -60,7 +60,14 @@ def _plots(metrics: list[dict], reject_reasons: dict[int, Counter]) -> dict[str,
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.bar([i - 0.2 for i in its], [m.get("prompt_tokens", 0) for m in metrics], width=0.4, label="prompt")
     ax.bar([i + 0.2 for i in its], [m.get("completion_tokens", 0) for m in metrics], width=0.4, label="completion")
-    ax.set(xlabel="iteration", ylabel="tokens", title="Teacher tokens", xticks=its)
+    costs = [m.get("cost") for m in metrics]
+    title = "Teacher tokens"
+    if any(c is not None for c in costs):
+        title += f" (cost: {sum(c or 0 for c in costs):.4g} in all)"
+        for i, c in zip(its, costs):
+            if c:
+                ax.annotate(f"{c:.3g}", (i, 0), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
+    ax.set(xlabel="iteration", ylabel="tokens", title=title, xticks=its)
     ax.legend()
     save("tokens", fig)
     return figures
@@ -68,11 +75,12 @@ def _plots(metrics: list[dict], reject_reasons: dict[int, Counter]) -> dict[str,
 
 def _table(metrics: list[dict]) -> tuple[list[str], list[list[str]]]:
     head = ["iteration", "train size", "seed acc", "test acc", "Δ test vs it. 0", "wrong", "teacher calls",
-            "accepted", "rejected", "prompt tokens", "completion tokens"]
+            "accepted", "rejected", "prompt tokens", "completion tokens", "cost"]
     base = metrics[0]["test_accuracy"]
     rows = [[str(m["iteration"]), str(m["train_size"]), f"{m['seed_accuracy']:.3f}", f"{m['test_accuracy']:.3f}",
              f"{m['test_accuracy'] - base:+.3f}", str(m["wrong"]), str(m["generated"]), str(m["accepted"]),
-             str(m["rejected"]), str(m.get("prompt_tokens", 0)), str(m.get("completion_tokens", 0))]
+             str(m["rejected"]), str(m.get("prompt_tokens", 0)), str(m.get("completion_tokens", 0)),
+             f"{m['cost']:.4g}" if "cost" in m else "-"]
             for m in metrics]
     return head, rows
 

@@ -10,7 +10,7 @@ def test_report_matches_metrics(tmp_path):
     store.open({"x": 1})
     metrics = [
         {"iteration": 0, "train_size": 10, "seed_accuracy": 0.5, "test_accuracy": 0.4, "wrong": 5, "generated": 5,
-         "accepted": 3, "rejected": 2, "prompt_tokens": 100, "completion_tokens": 50},
+         "accepted": 3, "rejected": 2, "prompt_tokens": 100, "completion_tokens": 50, "cost": 0.0125},
         {"iteration": 1, "train_size": 13, "seed_accuracy": 0.7, "test_accuracy": 0.55, "wrong": 3, "generated": 0,
          "accepted": 0, "rejected": 0, "prompt_tokens": 0, "completion_tokens": 0}]
     for m in metrics:
@@ -25,7 +25,7 @@ def test_report_matches_metrics(tmp_path):
     body = page.read_text()
     assert len(re.findall(r'src="data:image/png;base64,', body)) == 5
     assert "rouse me at dawn" in body and "wake me &lt;early&gt;" in body  # texts are escaped, not markup
-    assert "<td>0.550</td>" in body and "<td>+0.150</td>" in body
+    assert "<td>0.550</td>" in body and "<td>+0.150</td>" in body and "<td>0.0125</td>" in body
     assert (store.root / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((store.root / "metrics.jsonl").read_text().splitlines()[1])["test_accuracy"] == 0.55
 
