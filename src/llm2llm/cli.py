@@ -19,8 +19,7 @@ console = Console()
 
 def metrics_table(rows: list[dict]) -> Table:
     table = Table(title="LLM2LLM, per iteration (0 = plain fine-tuning)")
-    for name in ("iteration", "train size", "seed acc", "test acc", "Δ test vs it. 0", "wrong", "teacher calls",
-                 "accepted", "rejected"):
+    for name in ("iter", "train", "seed acc", "test acc", "Δ test", "wrong", "calls", "kept", "dropped"):
         table.add_column(name, justify="right")
     base = rows[0]["test_accuracy"] if rows else 0.0
     for r in rows:
