@@ -100,8 +100,8 @@ def compare(config: Path = typer.Argument(..., help="YAML run config"),
         for name in ("method", "test accuracy", "Δ vs plain", "train size", "teacher calls"):
             table.add_column(name, justify="right")
         plain = ours[0]["test_accuracy"]
-        for name, m in (("plain fine-tuning", ours[0]), ("LLM2LLM", ours[-1]), ("random augmentation", other[-1])):
-            calls = sum(r["generated"] for r in (ours if name == "LLM2LLM" else other if name != "plain fine-tuning" else []))
+        for name, rows in (("plain fine-tuning", ours[:1]), ("LLM2LLM", ours), ("random augmentation", other)):
+            m, calls = rows[-1], sum(r["generated"] for r in rows[:-1])
             table.add_row(name, f"{m['test_accuracy']:.3f}", f"{m['test_accuracy'] - plain:+.3f}", str(m["train_size"]),
                           str(calls))
         console.print(table)
