@@ -7,6 +7,7 @@ import io
 from collections import Counter
 from pathlib import Path
 
+from . import UserError
 from .store import RunStore
 
 EXAMPLES_PER_ITERATION = 3
@@ -107,8 +108,6 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     store = RunStore(run_dir)
     metrics = store.metrics()
     if not metrics:
-        from . import UserError
-
         raise UserError(f"{run_dir}: no metrics.jsonl yet: nothing to report")
     reject_reasons = {m["iteration"]: Counter(r["reason"] for r in store.read_jsonl(m["iteration"], "rejected.jsonl"))
                       for m in metrics if store.has(m["iteration"], "rejected.jsonl")}

