@@ -1,9 +1,13 @@
 import json
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))  # benchmarks/proxy.py serves the fault tests too
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -28,3 +32,13 @@ def config_dict(train, test, **sections):
     for key, value in sections.items():
         tree.setdefault(key, {}).update(value)
     return tree
+
+
+def tiny_config(tmp_path, intent_files, teacher=None, loop=None):
+    """A config for the real loop on the tiny intent data: 1 epoch, short prompts, 1 iteration."""
+    tree = config_dict(*intent_files, student={"epochs": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3},
+                       teacher={"max_tokens": 24, **(teacher or {})}, loop={"iterations": 1, **(loop or {})},
+                       task={"prompt_template": "Request: {input}\nIntent:"})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path

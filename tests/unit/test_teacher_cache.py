@@ -1,7 +1,14 @@
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
 
 from llm2llm.config import TeacherConfig
-from llm2llm.teacher import Cache, Teacher
+from llm2llm.teacher import Budget, Cache, Teacher, retry_after
 
 
 class RecordingBackend:
@@ -10,15 +17,16 @@ class RecordingBackend:
     def __init__(self, fail=()):
         self.asked, self.fail = [], set(fail)
 
-    def complete(self, items, todo, params, done):
+    def complete(self, items, todo, params, calls):
         for i, request, _ in items:
-            if i not in todo:
+            if i not in todo or not calls.start(i):
                 continue
-            self.asked.append(request["messages"][0]["content"])
-            if request["messages"][0]["content"] in self.fail:
-                done(i, {"text": "", "error": "APIStatusError: 500", "prompt_tokens": 0, "completion_tokens": 0})
+            text = request["messages"][0]["content"]
+            self.asked.append(text)
+            if text in self.fail:
+                calls.done(i, {"text": "", "error": "APIStatusError: 500", "prompt_tokens": 0, "completion_tokens": 0})
             else:
-                done(i, {"text": "re: " + request["messages"][0]["content"], "prompt_tokens": 3, "completion_tokens": 2})
+                calls.done(i, {"text": "re: " + text, "prompt_tokens": 30, "completion_tokens": 20})
 
 
 def req(text, iteration=0, sample=0):
@@ -46,3 +54,62 @@ def test_key_depends_on_iteration_sample_and_params(tmp_path):
     assert len(keys) == 3
     hotter = Teacher(TeacherConfig(temperature=1.0), Cache(tmp_path / "c.sqlite"), RecordingBackend())
     assert hotter.key(req("a")) != teacher.key(req("a"))
+
+
+def test_budget_stops_generation_and_counts_cached_replies(tmp_path):
+    cfg = TeacherConfig(max_tokens=20, budget_tokens=120)
+    cache = Cache(tmp_path / "c.sqlite")
+    backend = RecordingBackend()
+    teacher = Teacher(cfg, cache, backend, Budget(cfg))
+    replies = teacher.complete([req(t) for t in "abcdef"])
+    # each call reserves its prompt estimate plus max_tokens before it starts and costs 50 tokens
+    assert backend.asked == ["a", "b"] and replies[2:] == [None] * 4
+    assert teacher.tally.skipped == 4 and teacher.budget.tokens == 100 and teacher.budget.refused
+    # a resumed stage: the cached replies count against a fresh budget too, so nothing new is asked
+    again = Teacher(cfg, cache, RecordingBackend(), Budget(cfg))
+    assert again.complete([req(t) for t in "abcdef"])[:2] == [dict(r, cached=True) for r in replies[:2]]
+    assert again.backend.asked == [] and again.budget.tokens == 100
+    # money: 50 tokens at 1000 per million = 0.05 each
+    priced = TeacherConfig(max_tokens=20, price_per_million={"prompt": 1000, "completion": 1000}, budget_cost=0.07)
+    teacher = Teacher(priced, Cache(tmp_path / "d.sqlite"), RecordingBackend(), Budget(priced))
+    teacher.complete([req(t) for t in "abcdef"])
+    assert teacher.backend.asked == ["a"] and teacher.budget.cost == pytest.approx(0.05)
+
+
+def test_budget_cost_needs_a_price():
+    from llm2llm.config import build_config
+
+    with pytest.raises(Exception, match="price_per_million"):
+        build_config({"task": {"type": "classification"}, "data": {"train": "x", "test": "y"},
+                      "teacher": {"budget_cost": 1.0}})
+
+
+def test_retry_after_reads_seconds_milliseconds_and_dates():
+    class Err(Exception):  # the shape of openai's APIStatusError: .response.headers
+        def __init__(self, headers):
+            self.response = type("Response", (), {"headers": headers})()
+
+    assert retry_after(Err({"retry-after": "2"})) == 2.0
+    assert retry_after(Err({"retry-after-ms": "1500"})) == 1.5
+    assert 0 < retry_after(Err({"retry-after": time.strftime("%a, %d %b %Y %H:%M:%S GMT",
+                                                               time.gmtime(time.time() + 30))})) <= 31
+    assert retry_after(Err({})) == 0.0 and retry_after(ValueError()) == 0.0 and retry_after(Err({"retry-after": "x"})) == 0
+
+
+def test_cache_survives_a_kill_in_the_middle_of_writes(tmp_path):
+    """A process writing replies as fast as it can is killed; the cache opens, passes SQLite's integrity
+    check, and holds every reply committed before the kill, whole."""
+    path = tmp_path / "c.sqlite"
+    code = ("import sys; from llm2llm.teacher import Cache; c = Cache(sys.argv[1]); i = 0\n"
+            "while True:\n    c.put(str(i), {'text': 'x' * 5000, 'n': i}); i += 1\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)])
+    deadline = time.time() + 30
+    while time.time() < deadline and (not path.exists() or path.stat().st_size < 200_000):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    cache = Cache(path)
+    n = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    assert n > 10 and all(cache.get(str(i)) == {"text": "x" * 5000, "n": i} for i in range(n))
