@@ -34,11 +34,12 @@ def config_dict(train, test, **sections):
     return tree
 
 
-def tiny_config(tmp_path, intent_files, teacher=None, loop=None):
+def tiny_config(tmp_path, intent_files, teacher=None, loop=None, student=None, **sections):
     """A config for the real loop on the tiny intent data: 1 epoch, short prompts, 1 iteration."""
-    tree = config_dict(*intent_files, student={"epochs": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3},
+    tree = config_dict(*intent_files, student={"epochs": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3,
+                                               **(student or {})},
                        teacher={"max_tokens": 24, **(teacher or {})}, loop={"iterations": 1, **(loop or {})},
-                       task={"prompt_template": "Request: {input}\nIntent:"})
+                       task={"prompt_template": "Request: {input}\nIntent:"}, **sections)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path

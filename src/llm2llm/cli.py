@@ -40,9 +40,10 @@ def _execute(cfg, out: Optional[Path]) -> None:
         typer.echo(f"interrupted: finished stages are saved; continue with: llm2llm resume {run_dir}", err=True)
         raise typer.Exit(130)
     console.print(metrics_table(rows))
-    from .report import write_report
+    from .report import projection, write_report
 
     md, page = write_report(run_dir)
+    console.print(projection(rows, cfg.model_dump(mode="json")))
     console.print(f"run directory: {run_dir}  (report: {page})")
 
 

@@ -73,6 +73,11 @@ class StudentConfig(Strict):
     max_length: int = Field(256, gt=8)
     eval_batch_size: int = Field(32, gt=0)
     seed: int = 0
+    # train under `accelerate launch` with these arguments, e.g. ["--num_processes", "4", "--multi_gpu"] or
+    # ["--config_file", "fsdp.yaml"] (DDP, FSDP, DeepSpeed and multi-node come from accelerate); none: in-process
+    accelerate_args: list[str] | None = None
+    # evaluate with vLLM (when installed, on a GPU) instead of transformers; "auto": vLLM when importable
+    engine: Literal["transformers", "vllm", "auto"] = "transformers"
 
 
 class TeacherConfig(Strict):
@@ -159,6 +164,13 @@ class RunConfig(Strict):
     loop: LoopConfig = LoopConfig()
     filters: FilterConfig = FilterConfig()
     output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _launch(self):
+        if self.student.accelerate_args and not self.loop.from_scratch:
+            raise ValueError("student.accelerate_args trains from the base model each iteration: "
+                             "it needs loop.from_scratch: true")
+        return self
 
 
 def _set_dotted(tree: dict, dotted: str, raw: str) -> None:

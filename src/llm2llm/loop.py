@@ -78,7 +78,11 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
             else:
                 console.print(f"[bold]iteration {it}[/]: training on {len(train_set)} examples")
                 rows = student.training_rows(task, train_set)
-                model, stats = student.train(start, tok, rows, cfg.student, store.model_dir(it))
+                if cfg.student.accelerate_args:  # DDP / FSDP / DeepSpeed processes; the model comes back on disk
+                    stats = student.train_launched(rows, cfg.student, store.model_dir(it))
+                    model = student.load_trained(start, store.model_dir(it), cfg.student)
+                else:
+                    model, stats = student.train(start, tok, rows, cfg.student, store.model_dir(it))
                 store.mark_model_done(it, stats)
         if store.model_done(it):
             train_stats = store.train_stats(it)
@@ -122,7 +126,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
                "completion_tokens": sum(c["reply"]["completion_tokens"] for c in calls),
                "teacher_failed": sum(1 for c in calls if "error" in c["reply"]),
                **({"budget_skipped": n} if (n := sum(1 for c in calls if "skipped" in c["reply"])) else {}),
-               **{k: v for k, v in train_stats.items() if k in ("train_loss", "steps")}, **clock}
+               **{k: v for k, v in train_stats.items() if k in ("train_loss", "steps", "padding_waste")}, **clock}
         if cfg.teacher.price_per_million:
             price = cfg.teacher.price_per_million
             row["cost"] = round((row["prompt_tokens"] * price.get("prompt", 0)

@@ -4,8 +4,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from collections import Counter
 from pathlib import Path
+
+import yaml
 
 from . import UserError
 from .store import RunStore
@@ -86,6 +89,46 @@ def _table(metrics: list[dict]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def projection(metrics: list[dict], config: dict) -> str:
+    """What one more iteration would cost: a call per seed example still wrong (and sample), at the mean
+    tokens per call seen so far in this run."""
+    made = sum(m["generated"] for m in metrics)
+    if not made:
+        return "Next iteration: no teacher call made yet, so no cost projection."
+    teacher, loop = config.get("teacher", {}), config.get("loop", {})
+    per_call = [sum(m.get(k, 0) for m in metrics) / made for k in ("prompt_tokens", "completion_tokens")]
+    wrong = metrics[-1]["wrong"]
+    chosen = wrong
+    counts = loop.get("random_counts") or []
+    if loop.get("augment") == "random" and len(counts) > metrics[-1]["iteration"]:
+        chosen = counts[metrics[-1]["iteration"]]
+    calls = chosen * teacher.get("samples_per_example", 1)
+    prompt, completion = calls * per_call[0], calls * per_call[1]
+    text = (f"Next iteration (projected): {calls} teacher calls ({chosen} seed examples x "
+            f"{teacher.get('samples_per_example', 1)} samples), about {prompt:,.0f} prompt + {completion:,.0f} "
+            f"completion tokens at this run's {sum(per_call):,.0f} tokens per call")
+    price = teacher.get("price_per_million")
+    if price:
+        text += f", costing about {(prompt * price.get('prompt', 0) + completion * price.get('completion', 0)) / 1e6:.4g}"
+    return text + "."
+
+
+def _teacher_lines(store: RunStore, metrics: list[dict]) -> list[str]:
+    """Per iteration: what the teacher phase did (from teacher_stats.json), and why a run stopped early."""
+    lines = []
+    for m in metrics:
+        path = store.path(m["iteration"], "teacher_stats.json")
+        if path.exists():
+            t = json.loads(path.read_text(encoding="utf-8"))
+            lines.append(f"Iteration {m['iteration']}: {t['made']} teacher calls in {t['seconds']:.1f} s "
+                         f"({t['req_per_s']:.1f} req/s), {t['retries']} retries, {t['failed']} failed"
+                         + (f", {t['cached']} from the cache" if t["cached"] else "")
+                         + (f", {t['skipped']} not made (budget)" if t["skipped"] else "") + ".")
+        if m.get("stopped") == "budget":
+            lines.append(f"The run stopped after iteration {m['iteration']}: the teacher budget was reached.")
+    return lines
+
+
 def _examples(store: RunStore, metrics: list[dict]) -> list[tuple[int, dict, dict]]:
     """A few accepted examples of each iteration beside their parents."""
     out = []
@@ -119,10 +162,13 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
                f"{last['test_accuracy']:.3f} after iteration {last['iteration']}: {gain:+.3f}. "
                f"The training set grew from {metrics[0]['train_size']} to {last['train_size']} examples.")
     examples = _examples(store, metrics)
+    config = yaml.safe_load((store.root / "config.yaml").read_text(encoding="utf-8")) or {}
+    teacher_notes = _teacher_lines(store, metrics) + [projection(metrics, config)]
 
     md = ["# LLM2LLM run report", "", f"Run directory: `{store.root}`", "", summary, "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
+    md += ["", "## Teacher", ""] + [f"- {line}" for line in teacher_notes]
     md += ["", "## Plots", ""] + [f"![{name}]({name}.png)" for name in plots]
     md += ["", "## Generated examples beside their parents", ""]
     for it, parent, ex in examples:
@@ -143,7 +189,8 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}img{{margin:4px;border:1px solid #ddd}}</style>
 </head><body><h1>LLM2LLM run report</h1><p>{esc(str(store.root))}</p><p id="summary">{esc(summary)}</p>
-<h2>Per iteration</h2>{table}<h2>Plots</h2><div>{images}</div>
+<h2>Per iteration</h2>{table}<h2>Teacher</h2><ul id="teacher">{"".join(f"<li>{esc(x)}</li>" for x in teacher_notes)}</ul>
+<h2>Plots</h2><div>{images}</div>
 <h2>Generated examples beside their parents</h2>
 <table><tr><th>iteration</th><th>parent (a seed example the student got wrong)</th><th>new example</th></tr>{pairs}</table>
 </body></html>"""

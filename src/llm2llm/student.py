@@ -76,8 +76,9 @@ def training_rows(task, examples: list[dict]) -> list[dict]:
     return [{"prompt": task.student_prompt(ex), "completion": task.target(ex)} for ex in examples]
 
 
-def train(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, progress: bool = True):
-    """Fine-tune a copy of `base` on prompt/completion rows; save it (adapter or weights) to out_dir."""
+def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, progress: bool = True):
+    """Fine-tune a copy of `base` on prompt/completion rows with TRL's SFTTrainer and save it (adapter or
+    weights) to out_dir: (trainer, stats). Runs the same in one process or in each of `accelerate launch`'s."""
     import datasets
     from datasets import Dataset
     from peft import LoraConfig
@@ -98,22 +99,97 @@ def train(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, 
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         max_length=cfg.max_length, seed=cfg.seed, data_seed=cfg.seed, completion_only_loss=True,
         train_sampling_strategy="group_by_length", lr_scheduler_type="linear", warmup_steps=0.05,
-        logging_steps=10, save_strategy="no", report_to=[], disable_tqdm=not progress,
+        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=not progress,
         dataset_num_proc=None, use_cpu=not _has_gpu(), bf16=_has_gpu())
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer, peft_config=peft_config)
+    tokens = count_tokens(trainer)
     result = trainer.train()
-    model = trainer.model
     if trainer.accelerator.is_main_process:
-        model.save_pretrained(out_dir)
+        trainer.model.save_pretrained(out_dir)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    seconds = result.metrics.get("train_runtime") or 0.0
+    real, padded = tokens["real"], tokens["padded"]
     stats = {"train_loss": result.training_loss, "first_loss": losses[0] if losses else None,
-             "last_loss": losses[-1] if losses else None, "steps": result.global_step,
-             "train_seconds": result.metrics.get("train_runtime")}
+             "last_loss": losses[-1] if losses else None, "steps": result.global_step, "train_seconds": seconds,
+             "tokens": real, "tokens_per_s": round(real / seconds, 1) if seconds else None,
+             "padding_waste": round(1 - real / padded, 4) if padded else None, "processes": trainer.args.world_size}
+    return trainer, stats
+
+
+def count_tokens(trainer) -> dict:
+    """Wrap the trainer's collator to count real and padded tokens per batch (this process's share)."""
+    counts = {"real": 0, "padded": 0}
+    collate = trainer.data_collator
+
+    def counting(features):
+        batch = collate(features)
+        mask = batch.get("attention_mask")
+        if mask is not None:
+            counts["real"] += int(mask.sum())
+            counts["padded"] += mask.numel()
+        else:  # padding-free batches: one row of concatenated sequences
+            counts["real"] += batch["input_ids"].numel()
+            counts["padded"] += batch["input_ids"].numel()
+        return batch
+
+    trainer.data_collator = counting
+    return counts
+
+
+def train(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, progress: bool = True):
+    """Fine-tune in this process: (the trained model, ready to evaluate, stats)."""
+    trainer, stats = fit(base, tokenizer, rows, cfg, out_dir, progress)
+    model = trainer.model
     if cfg.finetune == "lora":
         model = model.merge_and_unload()  # plain weights: faster to evaluate, and a base for the next round
-    model.eval()
-    return model, stats
+    return model.eval(), stats
+
+
+def train_launched(rows: list[dict], cfg: StudentConfig, out_dir: Path) -> dict:
+    """Fine-tune in processes started by `accelerate launch` with cfg.accelerate_args (DDP, FSDP, DeepSpeed
+    and the process count come from there); the model is saved to out_dir. Returns the stats."""
+    import json
+    import subprocess
+    import sys
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (out_dir / "student.json").write_text(cfg.model_dump_json(), encoding="utf-8")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *cfg.accelerate_args, "-m", "llm2llm.student",
+           str(out_dir)]
+    log = out_dir / "launch.log"
+    with log.open("w") as f:
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise UserError(f"student.accelerate_args: `accelerate launch` failed (exit {done.returncode}), "
+                        f"see {log}: {tail[0][:200]}")
+    return json.loads((out_dir / "worker_stats.json").read_text(encoding="utf-8"))
+
+
+def _launched_worker(out_dir: str) -> None:
+    """One of `accelerate launch`'s processes: train on the rows that train_launched left in out_dir."""
+    import json
+
+    import torch
+
+    out = Path(out_dir)
+    cfg = StudentConfig.model_validate_json((out / "student.json").read_text(encoding="utf-8"))
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text(encoding="utf-8").splitlines()]
+    base, tokenizer = load(cfg.model, cfg.gguf_file)
+    trainer, stats = fit(base, tokenizer, rows, cfg, out, progress=False)
+    acc = trainer.accelerator
+    acc.wait_for_everyone()
+    waste = stats["padding_waste"] or 0.0
+    mine = torch.tensor([float(stats["tokens"]), stats["tokens"] / (1 - waste) if waste < 1 else 0.0])
+    real, padded = acc.reduce(mine.to(acc.device), reduction="sum").tolist()  # every process's share
+    if acc.is_main_process:
+        seconds = stats["train_seconds"]
+        stats.update(tokens=int(real), tokens_per_s=round(real / seconds, 1) if seconds else None,
+                     padding_waste=round(1 - real / padded, 4) if padded else None,
+                     losses=[h["loss"] for h in trainer.state.log_history if "loss" in h])
+        (out / "worker_stats.json").write_text(json.dumps(stats), encoding="utf-8")
 
 
 def load_trained(base, out_dir: Path, cfg: StudentConfig):
@@ -245,3 +321,9 @@ def predict(model, tokenizer, task, examples: list[dict], batch_size: int, label
         best = score_candidates(model, tokenizer, prompts, cands, batch_size, label)
         return [c[b] for c, b in zip(cands, best)]
     return generate(model, tokenizer, prompts, task.max_new_tokens, batch_size, label)
+
+
+if __name__ == "__main__":  # `accelerate launch -m llm2llm.student OUT_DIR`, as started by train_launched
+    import sys
+
+    _launched_worker(sys.argv[1])

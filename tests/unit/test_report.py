@@ -7,7 +7,7 @@ from llm2llm.store import RunStore
 
 def test_report_matches_metrics(tmp_path):
     store = RunStore(tmp_path / "run")
-    store.open({"x": 1})
+    store.open({"teacher": {"samples_per_example": 2, "price_per_million": {"prompt": 100, "completion": 200}}})
     metrics = [
         {"iteration": 0, "train_size": 10, "seed_accuracy": 0.5, "test_accuracy": 0.4, "wrong": 5, "generated": 5,
          "accepted": 3, "rejected": 2, "prompt_tokens": 100, "completion_tokens": 50, "cost": 0.0125},
@@ -18,8 +18,14 @@ def test_report_matches_metrics(tmp_path):
     store.write_jsonl(0, "wrong.jsonl", [{"id": "s1", "text": "wake me <early>", "label": "alarm"}])
     store.write_jsonl(0, "accepted.jsonl", [{"id": "n1", "text": "rouse me at dawn", "label": "alarm", "parent_id": "s1"}])
     store.write_jsonl(0, "rejected.jsonl", [{"reason": "empty reply"}, {"reason": "copy of its parent"}])
+    store.write_json(0, "teacher_stats.json", {"made": 5, "seconds": 2.5, "req_per_s": 2.0, "retries": 4,
+                                                "failed": 1, "cached": 0, "skipped": 0})
     md, page = write_report(store.root)
     text = md.read_text()
+    assert "Iteration 0: 5 teacher calls in 2.5 s (2.0 req/s), 4 retries, 1 failed." in text
+    # 3 still wrong x 2 samples = 6 calls at 20 + 10 tokens each: 120 x 100 + 60 x 200 per million = 0.024
+    assert "6 teacher calls (3 seed examples x 2 samples), about 120 prompt + 60 completion tokens" in text
+    assert "costing about 0.024." in text
     assert "| 1 | 13 | 0.700 | 0.550 | +0.150 | 3 |" in text
     assert "0.400 after plain fine-tuning" in text and "+0.150" in text
     body = page.read_text()
