@@ -48,6 +48,7 @@ class TaskConfig(Strict):
     target_template: str | None = None
     teacher_template: str | None = None
     max_new_tokens: int = Field(256, gt=0)  # generative tasks (math, exact)
+    stop: list[str] | None = None  # generative tasks: the answer ends at the first of these (and at EOS)
 
     @model_validator(mode="after")
     def _checker(self):
@@ -78,6 +79,7 @@ class StudentConfig(Strict):
     accelerate_args: list[str] | None = None
     # evaluate with vLLM (when installed, on a GPU) instead of transformers; "auto": vLLM when importable
     engine: Literal["transformers", "vllm", "auto"] = "transformers"
+    vllm_gpu_memory: float = Field(0.4, gt=0, lt=1)  # vLLM's share of the GPU; training needs the rest
 
 
 class TeacherConfig(Strict):

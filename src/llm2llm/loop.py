@@ -16,7 +16,7 @@ import time
 
 from rich.console import Console
 
-from . import data, filters, student
+from . import data, filters, student, vllm_student
 from .config import RunConfig
 from .store import RunStore
 from .tasks import make_task
@@ -39,8 +39,8 @@ def stage(store: RunStore, iteration: int, name: str, compute) -> list[dict]:
     return rows
 
 
-def evaluate(model, tok, task, examples, batch_size, label) -> list[dict]:
-    texts = student.predict(model, tok, task, examples, batch_size, label)
+def evaluate(task, examples, predict, label) -> list[dict]:
+    texts = predict(examples, label)
     rows = []
     for ex, text in zip(examples, texts):
         answer = task.extract(text)
@@ -61,6 +61,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
     base, tok = student.load(cfg.student.model, cfg.student.gguf_file)
     backend = remote or make_backend(cfg.teacher, {(cfg.student.model, cfg.student.gguf_file): (base, tok)})
     teacher = Teacher(cfg.teacher, Cache(store.cache_path), backend)
+    engine = vllm_student.VLLMStudent(cfg.student) if vllm_student.wanted(cfg.student) else None
     console.print(f"task: {cfg.task.type}, seed: {len(seed)}, test: {len(test)}, iterations: 0..{cfg.loop.iterations}")
 
     train_set, model, last = seed, base, cfg.loop.iterations
@@ -91,9 +92,13 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
         # 2. evaluate on the parents pool (the seed data, by default) and on the test set
         t0 = time.time()
         parents = seed if cfg.loop.parents == "seed" else train_set
-        bs = cfg.student.eval_batch_size
-        pred_seed = stage(store, it, "pred_seed.jsonl", lambda: evaluate(model, tok, task, parents, bs, "seed"))
-        pred_test = stage(store, it, "pred_test.jsonl", lambda: evaluate(model, tok, task, test, bs, "test"))
+        def predict(examples, label):
+            if engine:  # vLLM: the base model plus this iteration's adapter (or its weights), on the GPU
+                return engine.predict(task, examples, store.model_dir(it), it)
+            return student.predict(model, tok, task, examples, cfg.student.eval_batch_size, label)
+
+        pred_seed = stage(store, it, "pred_seed.jsonl", lambda: evaluate(task, parents, predict, "seed"))
+        pred_test = stage(store, it, "pred_test.jsonl", lambda: evaluate(task, test, predict, "test"))
         clock["eval_s"] = round(time.time() - t0, 1)
         wrong = [{**ex, "student_prediction": p["prediction"]}
                  for ex, p in zip(parents, pred_seed) if not p["correct"]]

@@ -288,13 +288,15 @@ def score_candidates(model, tokenizer, prompts: list[str], candidates: list[list
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
-             label: str = "evaluate") -> list[str]:
-    """Greedy completions, in batches of length-sorted, left-padded prompts; stops at EOS."""
+             label: str = "evaluate", stop: list[str] = ()) -> list[str]:
+    """Greedy completions, in batches of length-sorted, left-padded prompts, with the KV cache; a sequence
+    ends at EOS or at the first stop string (cut from the text), and a batch ends when all have."""
     import torch
 
     tokenizer.padding_side = "left"
     order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
     out_texts = [""] * len(prompts)
+    stops = {"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}
     with torch.inference_mode(), Progress(transient=True) as bar:
         job = bar.add_task(label, total=len(prompts))
         for start in range(0, len(order), batch_size):
@@ -303,12 +305,18 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
                               add_special_tokens=False).to(model.device)
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
                                  top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id)
+                                 eos_token_id=tokenizer.eos_token_id, **stops)
             width = batch["input_ids"].shape[1]
             for row, k in enumerate(chunk):
-                out_texts[k] = tokenizer.decode(out[row, width:], skip_special_tokens=True)
+                out_texts[k] = cut_at_stop(tokenizer.decode(out[row, width:], skip_special_tokens=True), stop)
             bar.advance(job, len(chunk))
     return out_texts
+
+
+def cut_at_stop(text: str, stop) -> str:
+    """The text up to (not including) the first stop string in it."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
 
 
 def predict(model, tokenizer, task, examples: list[dict], batch_size: int, label: str = "evaluate") -> list[str]:
@@ -320,7 +328,7 @@ def predict(model, tokenizer, task, examples: list[dict], batch_size: int, label
         cands = [task.candidates(ex) for ex in examples]
         best = score_candidates(model, tokenizer, prompts, cands, batch_size, label)
         return [c[b] for c, b in zip(cands, best)]
-    return generate(model, tokenizer, prompts, task.max_new_tokens, batch_size, label)
+    return generate(model, tokenizer, prompts, task.max_new_tokens, batch_size, label, task.stop)
 
 
 if __name__ == "__main__":  # `accelerate launch -m llm2llm.student OUT_DIR`, as started by train_launched

@@ -80,6 +80,7 @@ class Task:
         self.target_template = cfg.target_template or self.default_target
         self.teacher_template = cfg.teacher_template or self.default_teacher
         self.max_new_tokens = cfg.max_new_tokens
+        self.stop = cfg.stop or []
 
     # -- data -------------------------------------------------------------------------------
     @property

