@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # With a GPU, run: make TORCH=torch setup
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast browser
+.PHONY: setup demo test test-fast browser benchmarks
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -29,3 +29,10 @@ test: setup browser
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# Speed and memory figures, each measured against the naive or peer way in the same run (minutes; CPU)
+benchmarks: setup
+	$(PY) benchmarks/teacher_throughput.py
+	$(PY) benchmarks/eval_speed.py
+	$(PY) benchmarks/train_speed.py
+	$(PY) benchmarks/demo_memory.py

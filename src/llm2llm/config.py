@@ -73,6 +73,7 @@ class StudentConfig(Strict):
     grad_accum: int = Field(1, gt=0)
     max_length: int = Field(256, gt=8)
     eval_batch_size: int = Field(32, gt=0)
+    gradient_checkpointing: bool = False  # less activation memory for big students, ~30% more compute
     seed: int = 0
     # train under `accelerate launch` with these arguments, e.g. ["--num_processes", "4", "--multi_gpu"] or
     # ["--config_file", "fsdp.yaml"] (DDP, FSDP, DeepSpeed and multi-node come from accelerate); none: in-process

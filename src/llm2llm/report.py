@@ -114,9 +114,12 @@ def projection(metrics: list[dict], config: dict) -> str:
 
 
 def _teacher_lines(store: RunStore, metrics: list[dict]) -> list[str]:
-    """Per iteration: what the teacher phase did (from teacher_stats.json), and why a run stopped early."""
+    """Per iteration: training's padding, what the teacher phase did (teacher_stats.json), why a run stopped."""
     lines = []
     for m in metrics:
+        if m.get("padding_waste") is not None:
+            lines.append(f"Iteration {m['iteration']}: trained {m.get('steps', '?')} steps, loss "
+                         f"{m.get('train_loss', float('nan')):.3f}, {m['padding_waste']:.1%} of batch tokens padding.")
         path = store.path(m["iteration"], "teacher_stats.json")
         if path.exists():
             t = json.loads(path.read_text(encoding="utf-8"))
@@ -168,7 +171,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     md = ["# LLM2LLM run report", "", f"Run directory: `{store.root}`", "", summary, "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
-    md += ["", "## Teacher", ""] + [f"- {line}" for line in teacher_notes]
+    md += ["", "## Training and teacher", ""] + [f"- {line}" for line in teacher_notes]
     md += ["", "## Plots", ""] + [f"![{name}]({name}.png)" for name in plots]
     md += ["", "## Generated examples beside their parents", ""]
     for it, parent, ex in examples:
@@ -189,7 +192,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}img{{margin:4px;border:1px solid #ddd}}</style>
 </head><body><h1>LLM2LLM run report</h1><p>{esc(str(store.root))}</p><p id="summary">{esc(summary)}</p>
-<h2>Per iteration</h2>{table}<h2>Teacher</h2><ul id="teacher">{"".join(f"<li>{esc(x)}</li>" for x in teacher_notes)}</ul>
+<h2>Per iteration</h2>{table}<h2>Training and teacher</h2><ul id="teacher">{"".join(f"<li>{esc(x)}</li>" for x in teacher_notes)}</ul>
 <h2>Plots</h2><div>{images}</div>
 <h2>Generated examples beside their parents</h2>
 <table><tr><th>iteration</th><th>parent (a seed example the student got wrong)</th><th>new example</th></tr>{pairs}</table>

@@ -1,7 +1,9 @@
 """The student: load the base model, fine-tune it on a training set, and answer prompts greedily.
 
-Training is TRL's SFTTrainer on prompt/completion pairs (loss on the completion only), with LoRA
-(peft) or full fine-tuning; it runs the same in-process or under `accelerate launch`.
+Training is the transformers Trainer on prompt/completion pairs (loss on the completion only, batches
+grouped by length), with LoRA (peft) or full fine-tuning; it runs the same in-process or under
+`accelerate launch`. (TRL's SFTTrainer does the same job; on CPU it measured slower here, see
+benchmarks/train_speed.py.)
 Prediction scores the candidate answers in one forward pass for classification and choice tasks,
 and runs batched greedy generation (left padding, length-sorted) for generative tasks.
 """
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import logging
 import warnings
 from pathlib import Path
 
@@ -76,33 +77,80 @@ def training_rows(task, examples: list[dict]) -> list[dict]:
     return [{"prompt": task.student_prompt(ex), "completion": task.target(ex)} for ex in examples]
 
 
+def encode(tokenizer, row: dict, max_length: int) -> dict:
+    """prompt+completion+EOS as one sequence, tokenised exactly as scoring does; loss on the completion only
+    (labels are -100 up to where the ids depart from the prompt's own), cut to max_length."""
+    prompt_ids = tokenizer(row["prompt"], add_special_tokens=False).input_ids
+    ids = tokenizer(row["prompt"] + row["completion"] + tokenizer.eos_token, add_special_tokens=False).input_ids
+    start = _common_prefix(prompt_ids, ids)
+    ids = ids[:max_length]
+    labels = ([-100] * start + ids[start:])[:len(ids)]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+
+def length_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[int]:
+    """Indices in batches of near-equal length (sorted, ties broken at random), the batches in a random order
+    that changes each epoch. transformers' group_by_length sorts only within mega-batches of 4+ batches
+    (`len // (4 * batch_size)` of them), which is random order for the small sets this tool trains on."""
+    import torch
+
+    rng = torch.Generator().manual_seed(seed * 1000 + epoch)
+    noise = torch.rand(len(lengths), generator=rng).tolist()
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], noise[i]))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [i for b in torch.randperm(len(batches), generator=rng).tolist() for i in batches[b]]
+
+
+class LengthBatchSampler:
+    """A sampler over length_batches, one new order per epoch (each pass over it is an epoch)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def __iter__(self):
+        self.epoch += 1
+        return iter(length_batches(self.lengths, self.batch_size, self.seed, self.epoch - 1))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
 def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, progress: bool = True):
-    """Fine-tune a copy of `base` on prompt/completion rows with TRL's SFTTrainer and save it (adapter or
-    weights) to out_dir: (trainer, stats). Runs the same in one process or in each of `accelerate launch`'s."""
+    """Fine-tune a copy of `base` on prompt/completion rows with the transformers Trainer (peft for LoRA) and
+    save it (adapter or weights) to out_dir: (trainer, stats). Batches are grouped by length, and padding is
+    counted. Runs the same in one process or in each of `accelerate launch`'s."""
     import datasets
     from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
+    from peft import LoraConfig, get_peft_model
 
-    from transformers import set_seed
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
-    logging.getLogger("trl").setLevel(logging.ERROR)
     set_seed(cfg.seed)  # before the adapter is made: its initial weights come from this RNG
-    datasets.disable_progress_bars()  # TRL's tokenising passes over a few rows; the trainer has its own bar
+    datasets.disable_progress_bars()
+    encoded = [encode(tokenizer, row, cfg.max_length) for row in rows]
+    encoded = [e for e in encoded if any(label != -100 for label in e["labels"])]  # the answer fits max_length
+    if not encoded:
+        raise UserError(f"student.max_length {cfg.max_length}: no training example's answer fits; raise it")
     model = copy.deepcopy(base)
-    peft_config = None
     if cfg.finetune == "lora":
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
-    args = SFTConfig(
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                                 target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
+    tokenizer.padding_side = "right"  # training pads on the right; generation sets left for itself
+    args = TrainingArguments(
         output_dir=str(out_dir / "trainer"), num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        max_length=cfg.max_length, seed=cfg.seed, data_seed=cfg.seed, completion_only_loss=True,
-        train_sampling_strategy="group_by_length", lr_scheduler_type="linear", warmup_steps=0.05,
-        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=not progress,
-        dataset_num_proc=None, use_cpu=not _has_gpu(), bf16=_has_gpu())
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tokenizer, peft_config=peft_config)
+        seed=cfg.seed, data_seed=cfg.seed, lr_scheduler_type="linear", warmup_steps=0.05, logging_steps=5, save_strategy="no", report_to=[],
+        disable_tqdm=not progress, use_cpu=not _has_gpu(), bf16=_has_gpu(),
+        gradient_checkpointing=cfg.gradient_checkpointing)
+    lengths = [len(e["input_ids"]) for e in encoded]
+
+    class LengthGroupedTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            return LengthBatchSampler(lengths, args.per_device_train_batch_size, cfg.seed)
+
+    trainer = LengthGroupedTrainer(model=model, args=args, train_dataset=Dataset.from_list(encoded),
+                                   data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True,
+                                                                        label_pad_token_id=-100))
     tokens = count_tokens(trainer)
     result = trainer.train()
     if trainer.accelerator.is_main_process:
@@ -259,7 +307,9 @@ def score_candidates(model, tokenizer, prompts: list[str], candidates: list[list
                 ids[row, width - len(seq):] = torch.tensor(seq)
                 mask[row, width - len(seq):] = 1
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True)
+            # only the last position's logits are needed: the LM head is a fifth of a small model's compute
+            out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
+                        logits_to_keep=1)
             first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()  # predicts each tail's first token
             cache = out.past_key_values
             cache.batch_repeat_interleave(n_cands)

@@ -27,7 +27,6 @@ def test_loop_trains_with_two_processes_under_accelerate_launch(tmp_path, intent
     assert stats["processes"] == 2 and (model / "adapter_model.safetensors").exists()
     # 6 seed examples over 2 processes at 1 per device: 3 steps per epoch
     assert stats["steps"] == 12 and stats["tokens"] > 0
-    first, last = stats["losses"][:3], stats["losses"][-3:]
-    assert sum(last) < sum(first), stats["losses"]  # the loss goes down
+    assert len(stats["losses"]) == 2 and stats["losses"][1] < stats["losses"][0]  # logged every 5 steps: it goes down
     assert "launch.log" in {p.name for p in model.iterdir()}
     assert (run_dir / "iter_001" / "model" / "DONE").exists() and rows[1]["steps"] > 0

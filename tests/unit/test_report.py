@@ -10,7 +10,8 @@ def test_report_matches_metrics(tmp_path):
     store.open({"teacher": {"samples_per_example": 2, "price_per_million": {"prompt": 100, "completion": 200}}})
     metrics = [
         {"iteration": 0, "train_size": 10, "seed_accuracy": 0.5, "test_accuracy": 0.4, "wrong": 5, "generated": 5,
-         "accepted": 3, "rejected": 2, "prompt_tokens": 100, "completion_tokens": 50, "cost": 0.0125},
+         "accepted": 3, "rejected": 2, "prompt_tokens": 100, "completion_tokens": 50, "cost": 0.0125,
+         "steps": 4, "train_loss": 1.25, "padding_waste": 0.031},
         {"iteration": 1, "train_size": 13, "seed_accuracy": 0.7, "test_accuracy": 0.55, "wrong": 3, "generated": 0,
          "accepted": 0, "rejected": 0, "prompt_tokens": 0, "completion_tokens": 0}]
     for m in metrics:
@@ -22,6 +23,7 @@ def test_report_matches_metrics(tmp_path):
                                                 "failed": 1, "cached": 0, "skipped": 0})
     md, page = write_report(store.root)
     text = md.read_text()
+    assert "Iteration 0: trained 4 steps, loss 1.250, 3.1% of batch tokens padding." in text
     assert "Iteration 0: 5 teacher calls in 2.5 s (2.0 req/s), 4 retries, 1 failed." in text
     # 3 still wrong x 2 samples = 6 calls at 20 + 10 tokens each: 120 x 100 + 60 x 200 per million = 0.024
     assert "6 teacher calls (3 seed examples x 2 samples), about 120 prompt + 60 completion tokens" in text

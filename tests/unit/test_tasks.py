@@ -134,3 +134,16 @@ def test_custom_task_needs_checker_and_template():
         TaskConfig(type="custom", prompt_template="x")
     with pytest.raises(ValueError, match="prompt_template"):
         TaskConfig(type="custom", checker="exact")
+
+
+def test_length_batches_group_similar_lengths_and_reshuffle_per_epoch():
+    from llm2llm.student import length_batches
+
+    lengths = [5, 50, 7, 48, 6, 52, 9, 47, 30, 31, 29, 32]
+    first = length_batches(lengths, 4, seed=0, epoch=0)
+    assert sorted(first) == list(range(12))  # every example once
+    batches = [[lengths[i] for i in first[k:k + 4]] for k in range(0, 12, 4)]
+    waste = sum(4 * max(b) - sum(b) for b in batches) / sum(4 * max(b) for b in batches)
+    assert waste < 0.1, batches  # random batches of these lengths waste about half
+    assert length_batches(lengths, 4, seed=0, epoch=0) == first  # deterministic
+    assert {tuple(length_batches(lengths, 4, seed=0, epoch=e)) for e in range(6)} != {tuple(first)}
