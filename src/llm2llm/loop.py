@@ -92,6 +92,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
         # 2. evaluate on the parents pool (the seed data, by default) and on the test set
         t0 = time.time()
         parents = seed if cfg.loop.parents == "seed" else train_set
+
         def predict(examples, label):
             if engine:  # vLLM: the base model plus this iteration's adapter (or its weights), on the GPU
                 return engine.predict(task, examples, store.model_dir(it), it)

@@ -98,7 +98,9 @@ def length_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -
     noise = torch.rand(len(lengths), generator=rng).tolist()
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], noise[i]))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    return [i for b in torch.randperm(len(batches), generator=rng).tolist() for i in batches[b]]
+    full = len(order) // batch_size  # a short last batch stays last, or it would shift every boundary after it
+    return [i for b in torch.randperm(full, generator=rng).tolist() + list(range(full, len(batches)))
+            for i in batches[b]]
 
 
 class LengthBatchSampler:

@@ -147,3 +147,9 @@ def test_length_batches_group_similar_lengths_and_reshuffle_per_epoch():
     assert waste < 0.1, batches  # random batches of these lengths waste about half
     assert length_batches(lengths, 4, seed=0, epoch=0) == first  # deterministic
     assert {tuple(length_batches(lengths, 4, seed=0, epoch=e)) for e in range(6)} != {tuple(first)}
+    # a short last batch must not shift the others' boundaries: every full batch stays sorted together
+    more = lengths + [100, 101]
+    for epoch in range(5):
+        order = length_batches(more, 4, seed=1, epoch=epoch)
+        chunks = [sorted(more[i] for i in order[k:k + 4]) for k in range(0, len(order), 4)]
+        assert chunks[-1] == [100, 101] and max(max(c) - min(c) for c in chunks[:-1]) <= 5, chunks
