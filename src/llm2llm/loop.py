@@ -134,9 +134,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
                **({"budget_skipped": n} if (n := sum(1 for c in calls if "skipped" in c["reply"])) else {}),
                **{k: v for k, v in train_stats.items() if k in ("train_loss", "steps", "padding_waste")}, **clock}
         if cfg.teacher.price_per_million:
-            price = cfg.teacher.price_per_million
-            row["cost"] = round((row["prompt_tokens"] * price.get("prompt", 0)
-                                 + row["completion_tokens"] * price.get("completion", 0)) / 1e6, 6)
+            row["cost"] = round(Budget(cfg.teacher).price(row["prompt_tokens"], row["completion_tokens"]), 6)
         if stop:
             row["stopped"] = stop
         written = [r for r in store.metrics() if r["iteration"] == it]

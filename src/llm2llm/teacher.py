@@ -64,8 +64,8 @@ class Budget:
     """The run's cap on teacher spending, in tokens and/or money. A call starts only when what has been
     spent, plus the most that the calls in flight and this one may cost, stays within the cap."""
 
-    def __init__(self, cfg: TeacherConfig, spent_tokens: int = 0, spent_cost: float = 0.0):
-        self.cfg, self.tokens, self.cost = cfg, spent_tokens, spent_cost
+    def __init__(self, cfg: TeacherConfig):
+        self.cfg, self.tokens, self.cost = cfg, 0, 0.0  # spent; earlier spending comes in through settle()
         self.held = (0, 0)  # (prompt, completion) tokens reserved by calls in flight
         self.refused = 0
 

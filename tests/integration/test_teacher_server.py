@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 from typer.testing import CliRunner
 
+from benchmarks.llama_server import free_port
 from benchmarks.proxy import FAULTS, FaultProxy
 from conftest import tiny_config
 from llm2llm import UserError, student
@@ -19,12 +20,6 @@ from llm2llm.teacher import Cache, OpenAIBackend, Teacher
 
 pytestmark = pytest.mark.slow
 KEY_ENV = "LLM2LLM_TEST_KEY"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
