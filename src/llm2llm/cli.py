@@ -29,20 +29,21 @@ def metrics_table(rows: list[dict]) -> Table:
     return table
 
 
-def _execute(cfg, out: Optional[Path]) -> None:
+def _execute(cfg, out: Optional[Path], baseline=None) -> None:
     from . import loop
     from .store import RunStore
 
     run_dir = Path(out or cfg.output.dir)
     try:
-        rows = loop.run(cfg, RunStore(run_dir), console)
+        rows = loop.run(cfg, RunStore(run_dir), console, baseline=baseline)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished stages are saved; continue with: llm2llm resume {run_dir}", err=True)
         raise typer.Exit(130)
     console.print(metrics_table(rows))
-    from .report import projection, write_report
+    from .report import gain_line, projection, write_report
 
     md, page = write_report(run_dir)
+    console.print(gain_line(RunStore(run_dir)))
     console.print(projection(rows, cfg.model_dump(mode="json")))
     console.print(f"run directory: {run_dir}  (report: {page})")
 
@@ -87,27 +88,42 @@ def compare(config: Path = typer.Argument(..., help="YAML run config"),
             out: Path = typer.Option(Path("runs/compare"), "--out", help="folder for the runs")):
     """The paper's comparison on one seed set and teacher budget: plain fine-tuning (iteration 0),
     LLM2LLM, and random augmentation (random seed examples to the teacher, as many as LLM2LLM sent)."""
-    from .config import load_config
+    from .compare import compare_once, final_accuracy
 
     def go():
-        cfg = load_config(config, set_)
-        _execute(cfg, out / "llm2llm")
-        from .store import RunStore
-
-        ours = RunStore(out / "llm2llm").metrics()
-        counts = ",".join(str(m["generated"] // cfg.teacher.samples_per_example) for m in ours[:-1])
-        rand = load_config(config, [*set_, "loop.augment=random", f"loop.random_counts=[{counts}]"])
-        _execute(rand, out / "random")
-        other = RunStore(out / "random").metrics()
+        runs = compare_once(config, set_, out, console, _execute)
         table = Table(title="Plain fine-tuning vs LLM2LLM vs random augmentation (same seed, same teacher calls)")
         for name in ("method", "test accuracy", "Δ vs plain", "train size", "teacher calls"):
             table.add_column(name, justify="right")
-        plain = ours[0]["test_accuracy"]
-        for name, rows in (("plain fine-tuning", ours[:1]), ("LLM2LLM", ours), ("random augmentation", other)):
-            m, calls = rows[-1], sum(r["generated"] for r in rows[:-1])
-            table.add_row(name, f"{m['test_accuracy']:.3f}", f"{m['test_accuracy'] - plain:+.3f}", str(m["train_size"]),
-                          str(calls))
+        plain = runs["llm2llm"][0]["test_accuracy"]
+        for name, arm, rows in (("plain fine-tuning", "plain", runs["llm2llm"][:1]),
+                                ("LLM2LLM", "llm2llm", runs["llm2llm"]), ("random augmentation", "random", runs["random"])):
+            acc, calls = final_accuracy(rows, arm), sum(r["generated"] for r in rows[:-1])
+            table.add_row(name, f"{acc:.3f}", f"{acc - plain:+.3f}", str(rows[-1]["train_size"]), str(calls))
         console.print(table)
+
+    _guard(go)
+
+
+@app.command()
+def effect(config: Path = typer.Argument(..., help="YAML run config"),
+           seeds: str = typer.Option("0,1,2", "--seeds", help="sampling seeds, comma-separated"),
+           set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value"),
+           out: Path = typer.Option(Path("runs/effect"), "--out", help="folder for the runs")):
+    """`compare` over several seed samples: mean and spread of test accuracy for plain fine-tuning, LLM2LLM
+    and random augmentation, and LLM2LLM's gain; written to OUT/effect.md and OUT/effect.json."""
+    from .compare import effect as measure, markdown
+
+    def go():
+        try:
+            chosen = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise UserError(f"--seeds {seeds}: expected comma-separated integers") from None
+        if not chosen:
+            raise UserError("--seeds: give at least one sampling seed")
+        summary = measure(config, set_, chosen, out, console, _execute)
+        console.print(markdown(summary, config.name))
+        console.print(f"written: {out / 'effect.md'}")
 
     _guard(go)
 

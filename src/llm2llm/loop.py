@@ -4,19 +4,20 @@ for each iteration t = 0..N:
     fine-tune the student on the training set (from the base model)   # t = 0 is the baseline
     evaluate it on the seed examples and on the test set
     send every seed example it got wrong to the teacher                # not after the last one
-    keep the valid, new examples the teacher writes; add them to the training set
+    keep the valid, new examples the teacher writes that a judge agrees with; add them to the training set
 
 Each stage writes its output to the run dir before the next starts; a stage whose output is
 already there is read back instead of run again, so an interrupted run continues where it stopped.
 """
 from __future__ import annotations
 
+import functools
 import random
 import time
 
 from rich.console import Console
 
-from . import data, filters, student, vllm_student
+from . import data, filters, judge as judges, student, vllm_student
 from .config import RunConfig
 from .store import RunStore
 from .tasks import make_task
@@ -52,7 +53,10 @@ def accuracy(preds: list[dict]) -> float:
     return sum(p["correct"] for p in preds) / len(preds) if preds else 0.0
 
 
-def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list[dict]:
+def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
+        baseline: RunStore | None = None) -> list[dict]:
+    """`baseline`: a run of the same seed sample and student whose iteration 0 (training set and predictions)
+    this run takes instead of training and evaluating the same model again (compare's second arm)."""
     console = console or Console()
     # everything that can be checked is checked before the run dir is touched or a model loaded
     task, seed, test = data.load_splits(cfg.data, lambda rows: make_task(cfg.task, rows))
@@ -61,12 +65,21 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
     base, tok = student.load(cfg.student.model, cfg.student.gguf_file)
     backend = remote or make_backend(cfg.teacher, {(cfg.student.model, cfg.student.gguf_file): (base, tok)})
     teacher = Teacher(cfg.teacher, Cache(store.cache_path), backend)
+    judge = judges.make_judge(cfg.filters.judge, cfg.filters.judge_model, task, seed, teacher)
+    if getattr(judge, "seed_agreement", None) is not None:
+        console.print(f"judge: {cfg.filters.judge} (nearest label centroid) gives {judge.seed_agreement:.0%} of "
+                      "the seed examples their own label")
     engine = vllm_student.VLLMStudent(cfg.student) if vllm_student.wanted(cfg.student) else None
     console.print(f"task: {cfg.task.type}, seed: {len(seed)}, test: {len(test)}, iterations: 0..{cfg.loop.iterations}")
 
     train_set, model, last = seed, base, cfg.loop.iterations
     for it in range(cfg.loop.iterations + 1):
         clock = {}
+        if it == 0 and baseline is not None and baseline.has(0, "pred_test.jsonl") and \
+                [r["id"] for r in baseline.read_jsonl(0, "train.jsonl")] == [r["id"] for r in seed]:
+            for name in ("train.jsonl", "pred_seed.jsonl", "pred_test.jsonl"):
+                if not store.has(0, name):
+                    store.write_jsonl(0, name, baseline.read_jsonl(0, name))
         train_set = stage(store, it, "train.jsonl", lambda: train_set)
 
         # 1. fine-tune the student (from the base model unless the config says to continue)
@@ -111,15 +124,16 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
             t0 = time.time()
             chosen = wrong if cfg.loop.augment == "wrong" else stage(
                 store, it, "chosen.jsonl", lambda: choose_randomly(parents, pred_seed, len(wrong), it, cfg))
-            requests = teacher_requests(task, chosen, it, cfg)
+            requests = teacher_requests(task, chosen, seed, it, cfg)
             teacher.budget = spending(cfg, store.metrics(), it)
             if not store.has(it, "teacher_calls.jsonl") and out_of_budget(teacher, requests):
                 stop = "budget"
             else:
                 calls = stage(store, it, "teacher_calls.jsonl", lambda: ask_teacher(teacher, requests, store, console))
-                kept = filters.keep(task, calls, train_set, test, it + 1, teacher.model_name, cfg.filters)
-                accepted = stage(store, it, "accepted.jsonl", lambda: kept[0])
-                rejected = stage(store, it, "rejected.jsonl", lambda: kept[1])
+                kept = functools.cache(lambda: judges.sift(judge, *filters.keep(
+                    task, calls, train_set, test, it + 1, teacher.model_name, cfg.filters), it))
+                accepted = stage(store, it, "accepted.jsonl", lambda: kept()[0])
+                rejected = stage(store, it, "rejected.jsonl", lambda: kept()[1])
             clock["teacher_s"] = round(time.time() - t0, 1)
 
         seed_ids = {ex["id"] for ex in seed}
@@ -133,6 +147,8 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
                "teacher_failed": sum(1 for c in calls if "error" in c["reply"]),
                **({"budget_skipped": n} if (n := sum(1 for c in calls if "skipped" in c["reply"])) else {}),
                **{k: v for k, v in train_stats.items() if k in ("train_loss", "steps", "padding_waste")}, **clock}
+        if getattr(judge, "seed_agreement", None) is not None:
+            row["judge_seed_agreement"] = round(judge.seed_agreement, 4)
         if cfg.teacher.price_per_million:
             row["cost"] = round(Budget(cfg.teacher).price(row["prompt_tokens"], row["completion_tokens"]), 6)
         if stop:
@@ -184,15 +200,24 @@ def choose_randomly(parents: list[dict], preds: list[dict], n_wrong: int, iterat
     return [{**parents[i], "student_prediction": preds[i]["prediction"]} for i in picked]
 
 
-def teacher_requests(task, chosen: list[dict], iteration: int, cfg: RunConfig) -> list[dict]:
-    """One teacher call per chosen (wrong) example and sample index."""
-    requests = []
+def teacher_requests(task, chosen: list[dict], seed: list[dict], iteration: int, cfg: RunConfig) -> list[dict]:
+    """One teacher call per chosen (wrong) example and sample index, showing a few other seed examples
+    of the same label or kind and asking for several new examples in the task's JSON schema."""
+    requests, n = [], cfg.teacher.examples_per_call
     for ex in chosen:
         shown = ex["student_prediction"] if cfg.teacher.show_student_answer else None
         for sample in range(cfg.teacher.samples_per_example):
+            shots = pick_shots(task, ex, seed, cfg.teacher.shots, f"{iteration}-{sample}")
             requests.append({"parent": ex, "iteration": iteration, "sample": sample,
-                             "messages": task.teacher_messages(ex, shown)})
+                             "messages": task.teacher_messages(ex, shown, shots, n),
+                             "schema": task.reply_schema(ex, n)})
     return requests
+
+
+def pick_shots(task, parent: dict, seed: list[dict], k: int, salt: str) -> list[dict]:
+    """k other seed examples of the parent's kind (its label, for classification), the same on every rerun."""
+    same = [ex for ex in seed if ex["id"] != parent["id"] and task.kind(ex) == task.kind(parent)]
+    return random.Random(f"{parent['id']}-{salt}").sample(same, min(k, len(same)))
 
 
 def ask_teacher(teacher: Teacher, requests: list[dict], store: RunStore, console: Console) -> list[dict]:

@@ -150,6 +150,23 @@ def _fields(ex: dict) -> str:
     return "; ".join(f"{k}: {v}" for k, v in ex.items() if k not in skip)
 
 
+def gain_line(store: RunStore) -> str:
+    """LLM2LLM's gain over iteration 0, with its spread when this run is one seed sample of `llm2llm effect`."""
+    metrics = store.metrics()
+    first, last = metrics[0], metrics[-1]
+    n_test = len(store.read_jsonl(0, "pred_test.jsonl")) if store.has(0, "pred_test.jsonl") else 0
+    line = (f"Gain over iteration 0 (plain fine-tuning): {last['test_accuracy'] - first['test_accuracy']:+.3f} test accuracy "
+            f"({first['test_accuracy']:.3f} -> {last['test_accuracy']:.3f})")
+    summary = store.root.parent.parent / "effect.json"
+    if summary.exists():
+        effect = json.loads(summary.read_text(encoding="utf-8"))
+        g = effect["gain"]["llm2llm"]
+        return (f"{line}; over {len(effect['seeds'])} seed samples: {g['mean']:+.3f} ± {g['sd']:.3f} "
+                f"(random augmentation: {effect['gain']['random']['mean']:+.3f} ± {effect['gain']['random']['sd']:.3f}).")
+    one = f"; one test example is {1 / n_test:.3f}" if n_test else ""
+    return f"{line}, on one seed sample{one}. `llm2llm effect CONFIG` measures the spread over several."
+
+
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     store = RunStore(run_dir)
     metrics = store.metrics()
@@ -160,10 +177,8 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     plots = _plots(metrics, reject_reasons)
     head, rows = _table(metrics)
     last = metrics[-1]
-    gain = last["test_accuracy"] - metrics[0]["test_accuracy"]
-    summary = (f"Test accuracy {metrics[0]['test_accuracy']:.3f} after plain fine-tuning (iteration 0), "
-               f"{last['test_accuracy']:.3f} after iteration {last['iteration']}: {gain:+.3f}. "
-               f"The training set grew from {metrics[0]['train_size']} to {last['train_size']} examples.")
+    summary = (f"{gain_line(store)} After iteration {last['iteration']}; the training set grew from "
+               f"{metrics[0]['train_size']} to {last['train_size']} examples.")
     examples = _examples(store, metrics)
     config = yaml.safe_load((store.root / "config.yaml").read_text(encoding="utf-8")) or {}
     teacher_notes = _teacher_lines(store, metrics) + [projection(metrics, config)]

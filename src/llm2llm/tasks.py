@@ -6,6 +6,7 @@ All methods are pure functions of their arguments.
 """
 from __future__ import annotations
 
+import json
 import math as _math
 import re
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ Example = dict  # one record: id, the task's fields, origin, parent_id, iteratio
 @dataclass(frozen=True)
 class Reject:
     reason: str
+    example: dict | None = None  # the parsed example, when there was one
 
 
 def _fill(template: str, values: dict) -> str:
@@ -44,6 +46,39 @@ def clean_line(text: str) -> str:
     return ""
 
 
+# lead-ins, refusals and placeholders: a teacher talking about the task instead of writing an example
+_NOT_AN_EXAMPLE = re.compile(
+    r"^\W*(?:sure\b|okay\b|certainly\b|here(?:'s| is| are)\b|(?:a |the )?new (?:example|text|sentence|review)\b|"
+    r"example\s*\d|i'?m sorry|i am sorry|i apologi[sz]e|sorry,|i can(?:'?t|not)\b|as an ai\b)"
+    r"|\bas an ai\b|\blanguage model\b|\bi (?:can(?:'?t|not)|am unable to|won'?t) (?:help|assist|provide|write|"
+    r"generate|create)\b|^\W*$|\.\.\.\s*$|<[a-z _-]+>|\[(?:text|example|your [a-z ]+)\]",
+    re.IGNORECASE)
+
+
+def not_an_example(text: str) -> bool:
+    """True for chatter, refusals and template placeholders: texts that must never become training data."""
+    return bool(_NOT_AN_EXAMPLE.search(text.strip()))
+
+
+def json_items(text: str) -> list | None:
+    """The list of objects in a reply that should be JSON ({"examples": [...]}, a list, or one object);
+    a broken or cut-off reply is repaired as far as it goes. None when there is no JSON at all."""
+    import json_repair
+
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+    if start < 0:
+        return None
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[start:])
+    except ValueError:
+        value = json_repair.loads(text[start:])
+    if isinstance(value, dict):
+        value = value.get("examples", [value]) if len(value) == 1 or "examples" in value else [value]
+    if not isinstance(value, list):
+        return None
+    return [item for item in value if isinstance(item, dict)]
+
+
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
@@ -61,6 +96,10 @@ def parse_number(text: str) -> float | None:
         return None
 
 
+SYSTEM = "You write new, varied training examples for a small model. You reply with JSON only."
+NOT_AN_EXAMPLE = "chatter, refusal or placeholder, not an example"
+
+
 class Task:
     """Base class: a generative task scored by `score`; subclasses override what differs."""
 
@@ -69,7 +108,11 @@ class Task:
     default_description = "the task"
     default_prompt = "{input}\n"
     default_target = " {output}"
-    default_teacher = ""
+    default_teacher = (
+        "Task: {description}.\nExamples:\n{examples}\n{student_note}\n"
+        "Write {n} new examples of the same task, in the same JSON format. Make them different from the "
+        "examples above and from each other."
+    )
 
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg
@@ -117,29 +160,94 @@ class Task:
         return answer == self.extract(ex[self.output_field])
 
     # -- teacher ----------------------------------------------------------------------------
-    def teacher_messages(self, ex: Example, student_answer: str | None = None) -> list[dict]:
+    def kind(self, ex: Example):
+        """What few-shot examples must share with the parent (classification: the label); None: anything."""
+        return None
+
+    def item(self, ex: Example) -> dict:
+        """An example as a JSON item of the teacher's reply (the fields of `item_schema`)."""
+        return {name: ex[name] for name in self.item_schema(ex)}
+
+    def item_schema(self, parent: Example) -> dict:
+        """JSON schema properties of one new example."""
+        return {self.input_field: {"type": "string", "minLength": 1}, self.output_field: {"type": "string", "minLength": 1}}
+
+    def reply_schema(self, parent: Example, n: int) -> dict:
+        """The JSON schema of a teacher reply: {"examples": [n new examples]}."""
+        props = self.item_schema(parent)
+        item = {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+        return {"type": "object", "additionalProperties": False, "required": ["examples"],
+                "properties": {"examples": {"type": "array", "items": item, "minItems": 1, "maxItems": n}}}
+
+    def format_hint(self, parent: Example) -> str:
+        keys = ", ".join(f'"{k}"' for k in self.item_schema(parent))
+        return f'Reply with JSON only: an object {{"examples": [...]}} with one object per new example, with the keys {keys}.'
+
+    def teacher_messages(self, ex: Example, student_answer: str | None = None, shots: list[Example] = (),
+                         n: int = 1) -> list[dict]:
         note = ""
         if student_answer is not None:
-            note = f"A small model answered this example wrongly with: {student_answer.strip()[:300]}\n"
-        content = _fill(self.teacher_template, {**self.values(ex), "student_note": note})
-        return [{"role": "system", "content": "You write new, varied training examples for a small model."},
-                {"role": "user", "content": content}]
+            note = f"A small model answered the last example wrongly with: {student_answer.strip()[:300]}\n"
+        # the examples are shown in the reply's own JSON format: small teachers continue a pattern far better
+        # than they follow a description of one
+        shown = json.dumps({"examples": [self.item(s) for s in [*shots, ex]]}, ensure_ascii=False)
+        values = {**self.values(ex), "student_note": note, "n": n, "examples": shown, "format": self.format_hint(ex)}
+        return [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": _fill(self.teacher_template, values).replace("\n\n\n", "\n\n")}]
 
-    def parse(self, text: str, parent: Example) -> list[dict] | Reject:
-        """The new examples (task fields only) in a teacher reply, or why there are none."""
+    def parse(self, text: str, parent: Example) -> list[dict | Reject]:
+        """The new examples (task fields only) in a teacher reply, each checked: a field dict, or a Reject
+        saying why not. JSON replies are read (and repaired when cut off); plain-text replies in the task's
+        old line format are read as a fallback."""
+        items = json_items(text)
+        if items is None:
+            found = self.parse_text(text, parent)
+            out = [found] if isinstance(found, (dict, Reject)) else found
+        elif not items:
+            return [Reject("no examples in the JSON reply")]
+        else:
+            out = [self.from_item(item, parent) for item in items]
+        return [x if isinstance(x, Reject) else self._checked(x, parent) for x in out]
+
+    def from_item(self, item: dict, parent: Example) -> dict | Reject:
+        return {name: item[name].strip() if isinstance(item.get(name), str) else item.get(name) for name in self.fields}
+
+    def parse_text(self, text: str, parent: Example) -> dict | Reject:
         match = re.search(r"input\s*:\s*(.+?)\n\s*output\s*:\s*(.+)", text, re.IGNORECASE | re.DOTALL)
         if not match:
-            return Reject("no 'Input:'/'Output:' pair")
-        new = {self.input_field: match[1].strip(), self.output_field: clean_line(match[2])}
-        return self._checked(new, parent)
+            return Reject("no JSON and no 'Input:'/'Output:' pair")
+        return {self.input_field: match[1].strip(), self.output_field: clean_line(match[2])}
 
-    def _checked(self, new: dict, parent: Example) -> list[dict] | Reject:
+    def _checked(self, new: dict, parent: Example) -> dict | Reject:
         problem = self.check(new)
         if problem:
-            return Reject(problem)
+            return Reject(problem, new)
+        if not_an_example(new[self.input_field]):
+            return Reject(NOT_AN_EXAMPLE, new)
         if " ".join(new[self.input_field].split()).lower() == " ".join(parent[self.input_field].split()).lower():
-            return Reject("copy of its parent")
-        return [new]
+            return Reject("copy of its parent", new)
+        return new
+
+    # -- judge: the teacher, asked to do the task itself, must agree with a new example --------
+    def judge_messages(self, ex: Example) -> list[dict] | None:
+        return None  # this task has no independent check
+
+    def judge_schema(self, ex: Example) -> dict:
+        raise NotImplementedError
+
+    def judge_verdict(self, text: str, ex: Example) -> str | None:
+        """None when the judge's answer agrees with the example, else why not."""
+        raise NotImplementedError
+
+
+def _judge_messages(content: str) -> list[dict]:
+    return [{"role": "system", "content": "You answer exactly and reply with JSON only."},
+            {"role": "user", "content": content}]
+
+
+def _first_value(text: str, key: str):
+    items = json_items(text)
+    return items[0].get(key) if items else None
 
 
 class ClassificationTask(Task):
@@ -150,9 +258,9 @@ class ClassificationTask(Task):
     default_target = " {output}"
     default_teacher = (
         "Task: {description}. Possible labels: {labels}.\n"
-        "Here is an example with the label \"{output}\":\n{input}\n{student_note}\n"
-        "Write one new example of the same kind and with the same label \"{output}\". Use different "
-        "words and details, but keep what makes it \"{output}\". Reply with the new text only, on one line."
+        "Examples with the label \"{output}\":\n{examples}\n{student_note}\n"
+        "Write {n} new examples with the label \"{output}\", in the same JSON format. Make them different from the "
+        "examples above and from each other."
     )
 
     def __init__(self, cfg: TaskConfig, labels: list[str]):
@@ -178,13 +286,44 @@ class ClassificationTask(Task):
     def score(self, answer, ex: Example) -> bool:
         return answer == ex[self.output_field]
 
-    def parse(self, text: str, parent: Example) -> list[dict] | Reject:
+    def kind(self, ex: Example):
+        return ex[self.output_field]
+
+    def _longest(self, parent: Example) -> int:
+        return max(400, 4 * len(parent[self.input_field]))
+
+    def item_schema(self, parent: Example) -> dict:
+        return {self.input_field: {"type": "string", "minLength": 8, "maxLength": self._longest(parent)}}
+
+    def from_item(self, item: dict, parent: Example) -> dict | Reject:
+        text = item.get(self.input_field)
+        text = text.strip() if isinstance(text, str) else text
+        new = {self.input_field: text, self.output_field: parent[self.output_field]}
+        if isinstance(text, str) and len(text) > self._longest(parent):
+            return Reject("too long", new)
+        return new
+
+    def parse_text(self, text: str, parent: Example) -> dict | Reject:
         line = clean_line(text)
         if not line:
             return Reject("empty reply")
-        if len(line) > max(400, 4 * len(parent[self.input_field])):
-            return Reject("too long")
-        return self._checked({self.input_field: line, self.output_field: parent[self.output_field]}, parent)
+        return self.from_item({self.input_field: line}, parent)
+
+    def judge_messages(self, ex: Example) -> list[dict]:
+        labels = ", ".join(self.labels)
+        return _judge_messages(f"Task: {self.description}. Possible labels: {labels}.\nText: {ex[self.input_field]}\n"
+                               f"Which label fits the text? Reply with JSON only: {{\"label\": one of {labels}}}.")
+
+    def judge_schema(self, ex: Example) -> dict:
+        return {"type": "object", "properties": {"label": {"type": "string", "enum": self.labels}},
+                "required": ["label"], "additionalProperties": False}
+
+    def judge_verdict(self, text: str, ex: Example) -> str | None:
+        label = _first_value(text, "label")
+        if label is None:  # no JSON: the first label named in the reply
+            named = sorted((text.lower().find(x.lower()), x) for x in self.labels if x.lower() in text.lower())
+            label = named[0][1] if named else None
+        return None if label == ex[self.output_field] else f"judge: the teacher labels it '{label}'"
 
 
 class MathTask(Task):
@@ -193,11 +332,10 @@ class MathTask(Task):
     default_prompt = "Question: {input}\nAnswer:"
     default_target = " {output}"
     default_teacher = (
-        "Here is a math word problem and its worked solution.\n"
-        "Question: {input}\nSolution: {output}\n{student_note}\n"
-        "Write one new word problem that needs the same kind of reasoning, with different names and "
-        "numbers, and solve it step by step. Use exactly this format:\n"
-        "Question: <the new problem>\nAnswer: <the worked solution>\n#### <the final number>"
+        "Here are math word problems with worked solutions:\n{examples}\n{student_note}\n"
+        "Write {n} new word problems that need the same kind of reasoning as the last one, with different names "
+        "and numbers, in the same JSON format. Solve each step by step and end its answer with \"#### <the final "
+        "number>\"."
     )
 
     def extract(self, text: str):
@@ -213,19 +351,44 @@ class MathTask(Task):
             return f"field '{self.output_field}': no final number in the answer"
         return problem
 
-    def parse(self, text: str, parent: Example) -> list[dict] | Reject:
-        match = re.search(r"question\s*:\s*(.+?)\n\s*(?:answer|solution)\s*:\s*(.+)", text, re.IGNORECASE | re.DOTALL)
-        if not match:
-            return Reject("no 'Question:'/'Answer:' pair")
-        question, answer = match[1].strip(), match[2].strip()
+    def item_schema(self, parent: Example) -> dict:
+        return {self.input_field: {"type": "string", "minLength": 10},
+                self.output_field: {"type": "string", "minLength": 3}}
+
+    def from_item(self, item: dict, parent: Example) -> dict | Reject:
+        question, answer = item.get(self.input_field), item.get(self.output_field)
+        if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+            answer = f"#### {answer:g}"
+        if not isinstance(question, str) or not isinstance(answer, str):
+            return Reject(f"needs '{self.input_field}' and '{self.output_field}' as text", item)
+        question, answer = question.strip(), answer.strip()
         number = parse_number(answer)
         if number is None:
-            return Reject("the answer has no final number")
-        if "####" not in answer:
-            answer = f"{answer}\n#### {number:g}"
-        else:
-            answer = answer[: answer.rindex("####")] + f"#### {number:g}"
-        return self._checked({self.input_field: question, self.output_field: answer}, parent)
+            return Reject("the answer has no final number", {self.input_field: question, self.output_field: answer})
+        head = answer[: answer.rindex("####")].rstrip() if "####" in answer else answer
+        return {self.input_field: question, self.output_field: f"{head}\n#### {number:g}".lstrip()}
+
+    def parse_text(self, text: str, parent: Example) -> dict | Reject:
+        match = re.search(r"question\s*:\s*(.+?)\n\s*(?:answer|solution)\s*:\s*(.+)", text, re.IGNORECASE | re.DOTALL)
+        if not match:
+            return Reject("no JSON and no 'Question:'/'Answer:' pair")
+        return self.from_item({self.input_field: match[1], self.output_field: match[2]}, parent)
+
+    def judge_messages(self, ex: Example) -> list[dict]:
+        return _judge_messages(f"Solve this problem step by step.\nQuestion: {ex[self.input_field]}\n"
+                               "Reply with JSON only: {\"solution\": <your steps>, \"final_number\": <the answer>}.")
+
+    def judge_schema(self, ex: Example) -> dict:
+        return {"type": "object", "properties": {"solution": {"type": "string"}, "final_number": {"type": "number"}},
+                "required": ["solution", "final_number"], "additionalProperties": False}
+
+    def judge_verdict(self, text: str, ex: Example) -> str | None:
+        found = _first_value(text, "final_number")
+        found = parse_number(str(found)) if found is not None else parse_number(text)
+        if self.score(found, ex):
+            return None
+        gold = parse_number(ex[self.output_field])
+        return f"judge: the teacher re-solves it to {found if found is None else f'{found:g}'}, not {gold:g}"
 
 
 class ChoiceTask(Task):
@@ -235,10 +398,10 @@ class ChoiceTask(Task):
     default_prompt = "{description}\n{input}\n{options}\nAnswer:"
     default_target = " {output}"
     default_teacher = (
-        "Here is a multiple-choice example ({description}). The correct option is {output}.\n"
-        "{input}\n{options}\n{student_note}\n"
-        "Write one new example of the same kind with {n_options} options and one correct answer. "
-        "Use exactly this format:\nContext: <text>\n0: <option>\n1: <option>\n...\nAnswer: <number>"
+        "Here are multiple-choice examples ({description}); \"{output_field}\" is the number of the correct option, "
+        "counting from 0:\n{examples}\n{student_note}\nWrite {n} new examples of the same kind, in the same JSON "
+        "format, each with {n_options} options and exactly one correct answer. Make them different from the "
+        "examples above and from each other."
     )
 
     def __init__(self, cfg: TaskConfig):
@@ -266,7 +429,7 @@ class ChoiceTask(Task):
     def values(self, ex: Example) -> dict:
         options = ex[self.choices_field]
         return {**super().values(ex), "options": "\n".join(f"{i}: {o}" for i, o in enumerate(options)),
-                "n_options": len(options)}
+                "n_options": len(options), "output_field": self.output_field}
 
     def candidates(self, ex: Example) -> list[str]:
         return [_fill(self.target_template, {**self.values(ex), "output": i, self.output_field: i})
@@ -279,27 +442,46 @@ class ChoiceTask(Task):
     def score(self, answer, ex: Example) -> bool:
         return answer == ex[self.output_field]
 
-    def parse(self, text: str, parent: Example) -> list[dict] | Reject:
+    def item_schema(self, parent: Example) -> dict:
+        k = len(parent[self.choices_field])
+        return {self.input_field: {"type": "string", "minLength": 10},
+                self.choices_field: {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": k,
+                                     "maxItems": k},
+                self.output_field: {"type": "integer", "minimum": 0, "maximum": k - 1}}
+
+    def from_item(self, item: dict, parent: Example) -> dict | Reject:
+        new = super().from_item(item, parent)
+        want, got = len(parent[self.choices_field]), new[self.choices_field]
+        if isinstance(got, list) and len(got) != want:
+            return Reject(f"expected {want} options, got {len(got)}", new)
+        return new
+
+    def parse_text(self, text: str, parent: Example) -> dict | Reject:
         context = re.search(r"context\s*:\s*(.+?)\n\s*0\s*[:.)]", text, re.IGNORECASE | re.DOTALL)
         options = re.findall(r"^\s*(\d+)\s*[:.)]\s*(.+?)\s*$", text, re.MULTILINE)
         answer = re.search(r"answer\s*:\s*(\d+)", text, re.IGNORECASE)
         if not context or not answer:
-            return Reject("no 'Context:' or 'Answer:'")
+            return Reject("no JSON and no 'Context:' or 'Answer:'")
         texts = [o for i, (n, o) in enumerate(options) if int(n) == i]
-        want = len(parent[self.choices_field])
-        if len(texts) != want:
-            return Reject(f"expected {want} options, got {len(texts)}")
-        return self._checked({self.input_field: context[1].strip(), self.choices_field: texts,
-                              self.output_field: int(answer[1])}, parent)
+        return self.from_item({self.input_field: context[1], self.choices_field: texts,
+                               self.output_field: int(answer[1])}, parent)
+
+    def judge_messages(self, ex: Example) -> list[dict]:
+        return _judge_messages(f"{self.description}\n{ex[self.input_field]}\n{self.values(ex)['options']}\n"
+                               "Which option is correct? Reply with JSON only: {\"answer\": <the option number>}.")
+
+    def judge_schema(self, ex: Example) -> dict:
+        return {"type": "object", "additionalProperties": False, "required": ["answer"],
+                "properties": {"answer": {"type": "integer", "enum": list(range(len(ex[self.choices_field])))}}}
+
+    def judge_verdict(self, text: str, ex: Example) -> str | None:
+        answer = _first_value(text, "answer")
+        answer = answer if isinstance(answer, int) else self.extract(text)
+        return None if answer == ex[self.output_field] else f"judge: the teacher picks option {answer}"
 
 
 class ExactTask(Task):
     """Custom generative task scored by normalised exact match of the whole answer."""
-
-    default_teacher = (
-        "Task: {description}.\nHere is an example.\nInput: {input}\nOutput: {output}\n{student_note}\n"
-        "Write one new, different example of the same task. Use exactly this format:\nInput: <text>\nOutput: <text>"
-    )
 
     def extract(self, text: str):
         line = text.strip().splitlines()[0] if text.strip() else ""

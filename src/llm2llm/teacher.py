@@ -135,8 +135,9 @@ class Tally:
 class Calls:
     """The backend's side of a stage: it asks `start(i)` before a call, says `retried()` and `done(i, reply)`."""
 
-    def __init__(self, teacher: "Teacher", keys: list[str], requests: list[dict], replies: list, progress, bar):
-        self.teacher, self.keys, self.requests, self.replies = teacher, keys, requests, replies
+    def __init__(self, teacher: "Teacher", keys: list[str], requests: list[dict], replies: list, params: dict,
+                 progress, bar):
+        self.teacher, self.keys, self.requests, self.replies, self.params = teacher, keys, requests, replies, params
         self.progress, self.bar, self.tally = progress, bar, teacher.tally
         self.estimates: dict[int, tuple[int, int]] = {}
         self.t0 = time.time()
@@ -145,7 +146,7 @@ class Calls:
         budget = self.teacher.budget
         if budget is None:
             return True
-        estimate = estimate_tokens(self.requests[i], self.teacher.params["max_tokens"])
+        estimate = estimate_tokens(self.requests[i], self.params["max_tokens"])
         if not budget.reserve(estimate):
             self.tally.skipped += 1
             self._show()
@@ -196,13 +197,18 @@ class Teacher:
     def model_name(self) -> str:
         return self.cfg.model
 
-    def key(self, request: dict) -> str:
+    def key(self, request: dict, params: dict | None = None) -> str:
         """The call's identity; the iteration is part of it so that each round asks anew."""
+        shape = [request.get("schema"), self.cfg.response_format] if request.get("schema") else None
         return _key({"model": self.cfg.model, "backend": self.cfg.backend, "messages": request["messages"],
-                     "params": self.params, "sample": [request["iteration"], request["sample"]]})
+                     "params": params or self.params, "sample": [request["iteration"], request["sample"]],
+                     **({"shape": shape} if shape else {})})
 
-    def complete(self, requests: list[dict]) -> list[dict | None]:
-        keys = [self.key(r) for r in requests]
+    def complete(self, requests: list[dict], label: str = "teacher", **overrides) -> list[dict | None]:
+        """One reply per request ({messages, iteration, sample, and optionally the JSON `schema` the reply must
+        match}); `overrides` replace generation parameters (the judge asks with temperature 0)."""
+        params = {**self.params, **overrides}
+        keys = [self.key(r, params) for r in requests]
         replies: list[dict | None] = [self.cache.get(k) for k in keys]
         self.tally = Tally(requests=len(requests))
         for reply in replies:
@@ -213,22 +219,70 @@ class Teacher:
                     self.budget.settle(None, reply)
         todo = {i for i, r in enumerate(replies) if r is None}
         if todo:
-            columns = (TextColumn("teacher"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+            columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
                        TimeElapsedColumn())
             with Progress(*columns, transient=True) as progress:
                 bar = progress.add_task("teacher", total=len(todo), stats="")
-                calls = Calls(self, keys, requests, replies, progress, bar)
+                calls = Calls(self, keys, requests, replies, params, progress, bar)
                 items = [(i, request, key) for i, (request, key) in enumerate(zip(requests, keys))]
-                self.backend.complete(items, todo, self.params, calls)
+                self.backend.complete(items, todo, params, calls)
                 self.tally.seconds = time.time() - calls.t0
         return replies
 
 
-class LocalBackend:
-    """Generate in-process with a transformers model (shared with the student when it is the same)."""
+class JsonSchemaProcessor:
+    """A transformers logits processor that lets each row of a batch generate only JSON matching its schema
+    (llguidance's token masks); a row whose JSON is complete may only end."""
 
-    def __init__(self, model, tokenizer, batch_size: int):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+    def __init__(self, tokenizer, schemas: list[dict | None], lltokenizer):
+        import llguidance
+
+        self.eos = tokenizer.eos_token_id
+        self.matchers = [None if schema is None else llguidance.LLMatcher(
+            lltokenizer, llguidance.LLMatcher.grammar_from_json_schema(
+                json.dumps(schema), defaults={"whitespace_flexible": False})) for schema in schemas]
+        self.words, self.first = (lltokenizer.vocab_size + 31) // 32, True
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if not self.first:
+            for matcher, token in zip(self.matchers, input_ids[:, -1].tolist()):
+                if matcher is not None and not matcher.is_stopped():
+                    matcher.consume_token(token)
+        self.first = False
+        mask = torch.full((len(self.matchers), self.words), -1, dtype=torch.int32)
+        for row, matcher in enumerate(self.matchers):
+            if matcher is None:
+                continue
+            if matcher.is_stopped() or matcher.is_error():
+                bit = 1 << (self.eos % 32)
+                mask[row] = 0
+                mask[row, self.eos // 32] = bit - (1 << 32) if bit >= 1 << 31 else bit  # as an int32
+            else:
+                matcher.unsafe_compute_mask_ptr(mask[row].data_ptr(), self.words * 4)
+        bits = (mask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
+        allowed = bits.reshape(len(self.matchers), -1)[:, :scores.shape[1]].bool()
+        return scores.masked_fill(~allowed, float("-inf"))
+
+
+class LocalBackend:
+    """Generate in-process with a transformers model (shared with the student when it is the same).
+    Requests with a JSON schema are constrained to it unless `response_format` is "none"."""
+
+    def __init__(self, model, tokenizer, batch_size: int, structured: bool = True):
+        self.model, self.tokenizer, self.batch_size, self.structured = model, tokenizer, batch_size, structured
+        self._lltokenizer = None
+
+    def grammar(self, requests: list[dict]):
+        schemas = [r.get("schema") if self.structured else None for r in requests]
+        if not any(schemas):
+            return []
+        if self._lltokenizer is None:
+            import llguidance.hf
+
+            self._lltokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
+        return [JsonSchemaProcessor(self.tokenizer, schemas, self._lltokenizer)]
 
     def complete(self, items, todo: set[int], params, calls: Calls) -> None:
         """Batches are made over all requests, cached or not, and a batch with anything missing is
@@ -259,7 +313,8 @@ class LocalBackend:
                     **batch, max_new_tokens=params["max_tokens"], do_sample=sample,
                     temperature=params["temperature"] if sample else None,
                     top_p=params["top_p"] if sample else None, top_k=None,
-                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                    logits_processor=self.grammar([items[j][1] for j in chunk]))
             width = batch["input_ids"].shape[1]
             for row, j in enumerate(chunk):
                 if items[j][0] not in todo:
@@ -370,6 +425,12 @@ class OpenAIBackend:
                     raise self._bad_key() from None
                 except openai.NotFoundError as err:
                     raise UserError(f"teacher.model: the server at {cfg.base_url} says: {err.message}") from None
+                except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
+                    if request.get("schema") and "response_format" in str(err):
+                        raise UserError(f"teacher.response_format: the server at {cfg.base_url} does not accept "
+                                        f"'{cfg.response_format}' (try json_object or none): {str(err)[:150]}") from None
+                    reply = {"text": "", "error": f"{type(err).__name__}: {str(err)[:200]}",
+                             "prompt_tokens": 0, "completion_tokens": 0}
                 except (openai.APIError, BadReply, ValueError) as err:  # still failing after every retry
                     reply = {"text": "", "error": f"{type(err).__name__}: {str(err)[:200]}",
                              "prompt_tokens": 0, "completion_tokens": 0}
@@ -383,8 +444,14 @@ class OpenAIBackend:
     async def _call(self, client, request, params, seed: int) -> dict:
         from openai.types.chat import ChatCompletion
 
+        extra = {}
+        if request.get("schema") and self.cfg.response_format == "json_schema":  # OpenAI, vLLM, SGLang, llama-server
+            extra["response_format"] = {"type": "json_schema",
+                                        "json_schema": {"name": "reply", "schema": request["schema"], "strict": True}}
+        elif request.get("schema") and self.cfg.response_format == "json_object":  # llama-cpp-python's server
+            extra["response_format"] = {"type": "json_object", "schema": request["schema"]}
         out = await client.chat.completions.create(model=self.cfg.model, messages=request["messages"], seed=seed,
-                                                   **params)
+                                                   **params, **extra)
         if not isinstance(out, ChatCompletion) or not out.choices or out.choices[0].message is None:
             raise BadReply(f"not a chat completion: {str(out)[:80]!r}")
         usage = out.usage
@@ -403,4 +470,4 @@ def make_backend(cfg: TeacherConfig, shared: dict | None = None):
 
     loaded = (shared or {}).get((cfg.model, cfg.gguf_file))
     model, tokenizer = loaded or student.load(cfg.model, cfg.gguf_file)
-    return LocalBackend(model, tokenizer, cfg.batch_size)
+    return LocalBackend(model, tokenizer, cfg.batch_size, cfg.response_format != "none")

@@ -4,7 +4,7 @@ from llm2llm import UserError
 from llm2llm.config import FilterConfig, TaskConfig
 from llm2llm.filters import NearDuplicates, counts, keep, ngrams, synthetic_id
 from llm2llm.store import RunStore
-from llm2llm.tasks import make_task
+from llm2llm.tasks import NOT_AN_EXAMPLE, make_task
 
 
 def test_keep_accepts_rejects_with_reasons_and_lineage():
@@ -22,7 +22,20 @@ def test_keep_accepts_rejects_with_reasons_and_lineage():
         "duplicate of an existing example", "duplicate of an existing example", "overlaps the test set",
         "empty reply", "copy of its parent", "teacher call failed: APITimeoutError: slow"]
     assert len(accepted) + len(rejected) == len(calls)  # nothing is dropped silently
-    assert counts(accepted, rejected) == {"near_duplicates": 2, "test_overlap": 1}
+    assert counts(accepted, rejected) == {"proposed": 5, "near_duplicates": 2, "test_overlap": 1, "not_examples": 0,
+                                          "judged_out": 0}
+
+
+def test_keep_reads_several_json_examples_per_reply_and_rejects_chatter_inside_them():
+    task = make_task(TaskConfig(type="classification"), [{"text": "x", "label": "alarm"}, {"text": "y", "label": "music"}])
+    parent = {"id": "s1", "text": "wake me at six", "label": "alarm"}
+    reply = ('{"examples": [{"text": "get me up at five tomorrow"}, {"text": "I\'m sorry, I cannot write that"}, '
+             '{"text": "Here is a new example: ring at 7"}, {"text": "set a wake-up call for 6:30"')  # cut off
+    accepted, rejected = keep(task, [{"parent": parent, "sample": 0, "reply": {"text": reply}}], [parent], [], 1, "T")
+    assert [a["text"] for a in accepted] == ["get me up at five tomorrow", "set a wake-up call for 6:30"]
+    assert all(a["label"] == "alarm" for a in accepted)
+    assert [r["reason"] for r in rejected] == [NOT_AN_EXAMPLE, NOT_AN_EXAMPLE]
+    assert counts(accepted, rejected)["not_examples"] == 2 and counts(accepted, rejected)["proposed"] == 4
 
 
 def task_and_parent():

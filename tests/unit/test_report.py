@@ -29,13 +29,36 @@ def test_report_matches_metrics(tmp_path):
     assert "6 teacher calls (3 seed examples x 2 samples), about 120 prompt + 60 completion tokens" in text
     assert "costing about 0.024." in text
     assert "| 1 | 13 | 0.700 | 0.550 | +0.150 | 3 |" in text
-    assert "0.400 after plain fine-tuning" in text and "+0.150" in text
+    assert "Gain over iteration 0 (plain fine-tuning): +0.150 test accuracy (0.400 -> 0.550), on one seed sample" in text
     body = page.read_text()
     assert len(re.findall(r'src="data:image/png;base64,', body)) == 5
     assert "rouse me at dawn" in body and "wake me &lt;early&gt;" in body  # texts are escaped, not markup
     assert "<td>0.550</td>" in body and "<td>+0.150</td>" in body and "<td>0.0125</td>" in body
     assert (store.root / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((store.root / "metrics.jsonl").read_text().splitlines()[1])["test_accuracy"] == 0.55
+
+
+def test_report_gives_the_spread_when_the_run_is_one_seed_sample_of_effect(tmp_path):
+    from llm2llm.compare import markdown, summarise
+
+    def rows(accs):
+        return [{"iteration": i, "test_accuracy": a, "seed_accuracy": 0.5, "train_size": 10 + i, "wrong": 4,
+                 "generated": 4, "accepted": 2, "rejected": 2} for i, a in enumerate(accs)]
+
+    runs = {0: {"llm2llm": rows([0.5, 0.6]), "random": rows([0.5, 0.5])},
+            1: {"llm2llm": rows([0.6, 0.6]), "random": rows([0.6, 0.7])}}
+    summary = summarise(runs, {0: 60.0, 1: 90.0})
+    assert summary["accuracy"]["plain"]["mean"] == 0.55 and round(summary["gain"]["llm2llm"]["mean"], 4) == 0.05
+    assert round(summary["gain"]["llm2llm"]["sd"], 4) == 0.0707 and [round(v, 4) for v in summary["gain"]["random"]["values"]] == [0.0, 0.1]
+    assert "| LLM2LLM (3 iterations) | 0.600 ± 0.000 [0.600, 0.600] | +0.050 ± 0.071 | 0.600, 0.600 |" in markdown(
+        summary, "t")
+    (tmp_path / "effect.json").write_text(json.dumps(summary))
+    store = RunStore(tmp_path / "seed_0" / "llm2llm")
+    store.open({})
+    for m in runs[0]["llm2llm"]:
+        store.write_metrics(m)
+    md, _ = write_report(store.root)
+    assert "over 2 seed samples: +0.050 ± 0.071 (random augmentation: +0.050 ± 0.071)" in md.read_text()
 
 
 def test_export_jsonl_and_hf_folder(tmp_path):

@@ -1,8 +1,8 @@
 import pytest
 
 from llm2llm.config import TaskConfig
-from llm2llm.tasks import (ChoiceTask, ClassificationTask, ExactTask, MathTask, Reject, clean_line, make_task,
-                           parse_number)
+from llm2llm.tasks import (ChoiceTask, ClassificationTask, ExactTask, MathTask, Reject, clean_line, json_items,
+                           make_task, not_an_example, parse_number)
 
 
 def cls_task(**kw):
@@ -60,9 +60,9 @@ def test_classification_parse_keeps_parent_label_and_rejects_copies():
     task = cls_task()
     parent = {"id": "p", "text": "great fun", "label": "positive"}
     assert task.parse("Here is a new review: 'a lovely film'", parent) == [{"text": "a lovely film", "label": "positive"}]
-    assert task.parse("Great   FUN", parent) == Reject("copy of its parent")
-    assert task.parse("\n \n", parent) == Reject("empty reply")
-    assert task.parse("x" * 1000, parent) == Reject("too long")
+    assert task.parse("Great   FUN", parent) == [Reject("copy of its parent", {"text": "Great   FUN", "label": "positive"})]
+    assert task.parse("\n \n", parent) == [Reject("empty reply")]
+    assert task.parse("x" * 1000, parent)[0].reason == "too long"
 
 
 def test_explicit_labels_and_custom_templates():
@@ -94,8 +94,8 @@ def test_math_task_scores_numerically_and_parses_teacher_output():
     assert out == [{"question": "Tom has 3 apples and buys 2. How many?", "answer": "3 + 2 = 5\n#### 5"}]
     out = task.parse("question: A costs 1,200 and B 300. Total?\nsolution: 1,200 + 300 = 1,500", ex)
     assert out[0]["answer"].endswith("#### 1500")
-    assert task.parse("Question: what?\nAnswer: no idea", ex) == Reject("the answer has no final number")
-    assert task.parse("Just chatting", ex) == Reject("no 'Question:'/'Answer:' pair")
+    assert task.parse("Question: what?\nAnswer: no idea", ex)[0].reason == "the answer has no final number"
+    assert task.parse("Just chatting", ex) == [Reject("no JSON and no 'Question:'/'Answer:' pair")]
     assert "no final number" in task.check({"question": "q", "answer": "none"})
 
 
@@ -112,8 +112,8 @@ def test_choice_task():
     assert "list of at least 2" in task.check({**ex, "endings": "abc"})
     good = "Context: A new case.\n0: x\n1: y\n2: z\nAnswer: 1"
     assert task.parse(good, ex) == [{"context": "A new case.", "endings": ["x", "y", "z"], "label": 1}]
-    assert task.parse("Context: A new case.\n0: x\n1: y\nAnswer: 1", ex) == Reject("expected 3 options, got 2")
-    assert task.parse("Context: A new case.\n0: x\n1: y\n2: z\nAnswer: 7", ex) == Reject(
+    assert task.parse("Context: A new case.\n0: x\n1: y\nAnswer: 1", ex)[0].reason == "expected 3 options, got 2"
+    assert task.parse("Context: A new case.\n0: x\n1: y\n2: z\nAnswer: 7", ex)[0].reason == (
         "field 'label' must be an option index from 0 to 2")
 
 
@@ -126,7 +126,7 @@ def test_custom_exact_task():
     assert task.student_prompt(ex) == "Plural of mouse:"
     assert task.score(task.extract(" Mice\nextra"), ex)
     assert task.parse("Input: goose\nOutput: geese", ex) == [{"word": "goose", "plural": "geese"}]
-    assert task.parse("nothing", ex) == Reject("no 'Input:'/'Output:' pair")
+    assert task.parse("nothing", ex) == [Reject("no JSON and no 'Input:'/'Output:' pair")]
 
 
 def test_custom_task_needs_checker_and_template():
@@ -153,3 +153,71 @@ def test_length_batches_group_similar_lengths_and_reshuffle_per_epoch():
         order = length_batches(more, 4, seed=1, epoch=epoch)
         chunks = [sorted(more[i] for i in order[k:k + 4]) for k in range(0, len(order), 4)]
         assert chunks[-1] == [100, 101] and max(max(c) - min(c) for c in chunks[:-1]) <= 5, chunks
+
+
+@pytest.mark.parametrize("text,bad", [
+    ("I'm sorry, but I can't help with that.", True),
+    ("Sure! here it is", True),
+    ("As an AI language model I think it is positive", True),
+    ("a movie that i am sorry i missed", False),
+    ("...", True),
+    ("<new review>", True),
+    ("[your text here]", True),
+    ("turn the heating down to 19 degrees", False),
+])
+def test_not_an_example(text, bad):
+    assert not_an_example(text) == bad
+
+
+def test_json_items_reads_objects_lists_and_cut_off_replies():
+    assert json_items('noise {"examples": [{"text": "a"}, {"text": "b"}]} trailing') == [{"text": "a"}, {"text": "b"}]
+    assert json_items('[{"text": "a"}]') == [{"text": "a"}]
+    assert json_items('{"text": "a"}') == [{"text": "a"}]
+    assert json_items('{"examples": [{"text": "a"}, {"text": "b c') == [{"text": "a"}, {"text": "b c"}]
+    assert json_items("no json here") is None
+
+
+def test_teacher_messages_show_shots_ask_for_n_and_the_schema_matches_the_fields():
+    task = cls_task()
+    ex = {"id": "1", "text": "great fun", "label": "positive"}
+    shots = [{"id": "2", "text": "loved it", "label": "positive"}, {"id": "3", "text": "a joy", "label": "positive"}]
+    content = task.teacher_messages(ex, None, shots, 3)[-1]["content"]
+    assert '{"examples": [{"text": "loved it"}, {"text": "a joy"}, {"text": "great fun"}]}' in content
+    assert "Write 3 new examples" in content and "same JSON format" in content
+    schema = task.reply_schema(ex, 3)
+    item = schema["properties"]["examples"]["items"]
+    assert schema["properties"]["examples"]["maxItems"] == 3 and item["required"] == ["text"]
+    math = make_task(TaskConfig(type="math"))
+    assert list(math.reply_schema({"question": "q", "answer": "a"}, 2)["properties"]["examples"]["items"][
+        "properties"]) == ["question", "answer"]
+
+
+def test_json_replies_for_each_task_type():
+    task = make_task(TaskConfig(type="math"))
+    ex = {"question": "2+2?", "answer": "#### 4"}
+    out = task.parse('{"examples": [{"question": "Ann has 4 pens and 3 more. How many?", "answer": "4+3=7 #### 7"},'
+                     '{"question": "Bob has two cats. How many?", "answer": "no idea"}]}', ex)
+    assert out[0] == {"question": "Ann has 4 pens and 3 more. How many?", "answer": "4+3=7\n#### 7"}
+    assert out[1].reason == "the answer has no final number"
+    choice = make_task(TaskConfig(type="choice"))
+    parent = {"context": "old", "endings": ["a", "b"], "label": 0}
+    got = choice.parse('{"examples": [{"context": "A new case here.", "endings": ["x", "y"], "label": 1}]}', parent)
+    assert got == [{"context": "A new case here.", "endings": ["x", "y"], "label": 1}]
+
+
+def test_judge_verdicts():
+    task = cls_task()
+    ex = {"text": "great fun", "label": "positive"}
+    assert task.judge_verdict('{"label": "positive"}', ex) is None
+    assert task.judge_verdict('{"label": "negative"}', ex) == "judge: the teacher labels it 'negative'"
+    assert task.judge_verdict("I think it is positive.", ex) is None
+    assert task.judge_schema(ex)["properties"]["label"]["enum"] == ["negative", "positive"]
+    math = make_task(TaskConfig(type="math"))
+    q = {"question": "2+2?", "answer": "2+2=4\n#### 4"}
+    assert math.judge_verdict('{"solution": "2+2=4", "final_number": 4}', q) is None
+    assert math.judge_verdict('{"solution": "2+2=5", "final_number": 5}', q) == "judge: the teacher re-solves it to 5, not 4"
+    assert math.judge_verdict("no idea", q) == "judge: the teacher re-solves it to None, not 4"
+    choice = make_task(TaskConfig(type="choice"))
+    c = {"context": "c", "endings": ["a", "b"], "label": 1}
+    assert choice.judge_verdict('{"answer": 1}', c) is None and choice.judge_verdict('{"answer": 0}', c)
+    assert make_task(TaskConfig(type="custom", checker="exact", prompt_template="{input}")).judge_messages(q) is None
