@@ -14,8 +14,8 @@ from . import UserError
 from .tasks import ClassificationTask, Task
 
 
-def make_judge(kind: str, model: str, task: Task, seed: list[dict], teacher):
-    """The configured judge, or None."""
+def make_judge(kind: str, model: str, task: Task, seed: list[dict]):
+    """The configured judge, or None; made before anything is written, so that a bad choice stops the run early."""
     if kind == "auto":
         has_teacher_check = bool(seed) and task.judge_messages(seed[0]) is not None
         kind = "embedding" if isinstance(task, ClassificationTask) else "teacher" if has_teacher_check else "none"
@@ -27,7 +27,7 @@ def make_judge(kind: str, model: str, task: Task, seed: list[dict], teacher):
         return EmbeddingJudge(task, seed, model)
     if not seed or task.judge_messages(seed[0]) is None:
         raise UserError("filters.judge: 'teacher' has nothing to check for an exact-match task; use none")
-    return TeacherJudge(task, teacher)
+    return TeacherJudge(task)
 
 
 def load_embedder(spec: str):
@@ -78,7 +78,7 @@ class EmbeddingJudge:
         sims = centroids @ vector / np.linalg.norm(centroids, axis=1)
         return self.labels[int(sims.argmax())], sims.tolist()
 
-    def verdicts(self, examples: list[dict], iteration: int) -> list[str | None]:
+    def verdicts(self, examples: list[dict], iteration: int, teacher=None) -> list[str | None]:
         if not examples:
             return []
         out = []
@@ -94,24 +94,24 @@ class EmbeddingJudge:
 class TeacherJudge:
     seed_agreement = None
 
-    def __init__(self, task: Task, teacher):
-        self.task, self.teacher = task, teacher
+    def __init__(self, task: Task):
+        self.task = task
 
-    def verdicts(self, examples: list[dict], iteration: int) -> list[str | None]:
+    def verdicts(self, examples: list[dict], iteration: int, teacher=None) -> list[str | None]:
         requests = [{"parent": ex, "iteration": iteration, "sample": 0, "messages": self.task.judge_messages(ex),
                      "schema": self.task.judge_schema(ex)} for ex in examples]
-        replies = self.teacher.complete(requests, label="judge", temperature=0.0) if requests else []
+        replies = teacher.complete(requests, label="judge", temperature=0.0) if requests else []
         return ["judge: not asked (teacher budget reached)" if reply is None else
                 f"judge: the call failed ({reply['error']})" if "error" in reply else
                 self.task.judge_verdict(reply["text"], ex) for ex, reply in zip(examples, replies)]
 
 
-def sift(judge, accepted: list[dict], rejected: list[dict], iteration: int) -> tuple[list[dict], list[dict]]:
+def sift(judge, accepted: list[dict], rejected: list[dict], iteration: int, teacher) -> tuple[list[dict], list[dict]]:
     """(accepted, rejected) after the judge: what it disagrees with moves to the rejects, with its reason."""
     if judge is None:
         return accepted, rejected
     kept, dropped = [], []
-    for ex, verdict in zip(accepted, judge.verdicts(accepted, iteration)):
+    for ex, verdict in zip(accepted, judge.verdicts(accepted, iteration, teacher)):
         if verdict is None:
             kept.append(ex)
         else:

@@ -61,11 +61,11 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
     # everything that can be checked is checked before the run dir is touched or a model loaded
     task, seed, test = data.load_splits(cfg.data, lambda rows: make_task(cfg.task, rows))
     remote = make_backend(cfg.teacher) if cfg.teacher.backend == "openai" else None
+    judge = judges.make_judge(cfg.filters.judge, cfg.filters.judge_model, task, seed)
     store.open(cfg.model_dump(mode="json"), free_fields=FREE_FIELDS)
     base, tok = student.load(cfg.student.model, cfg.student.gguf_file)
     backend = remote or make_backend(cfg.teacher, {(cfg.student.model, cfg.student.gguf_file): (base, tok)})
     teacher = Teacher(cfg.teacher, Cache(store.cache_path), backend)
-    judge = judges.make_judge(cfg.filters.judge, cfg.filters.judge_model, task, seed, teacher)
     if getattr(judge, "seed_agreement", None) is not None:
         console.print(f"judge: {cfg.filters.judge} (nearest label centroid) gives {judge.seed_agreement:.0%} of "
                       "the seed examples their own label")
@@ -131,7 +131,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
             else:
                 calls = stage(store, it, "teacher_calls.jsonl", lambda: ask_teacher(teacher, requests, store, console))
                 kept = functools.cache(lambda: judges.sift(judge, *filters.keep(
-                    task, calls, train_set, test, it + 1, teacher.model_name, cfg.filters), it))
+                    task, calls, train_set, test, it + 1, teacher.model_name, cfg.filters), it, teacher))
                 accepted = stage(store, it, "accepted.jsonl", lambda: kept()[0])
                 rejected = stage(store, it, "rejected.jsonl", lambda: kept()[1])
             clock["teacher_s"] = round(time.time() - t0, 1)

