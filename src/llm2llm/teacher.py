@@ -387,6 +387,8 @@ class OpenAIBackend:
 
     def _retryable(self, err: BaseException) -> bool:
         o = self.openai
+        if "response_format" in str(err):
+            return False  # a server that refuses the structured-output form refuses it every time
         if isinstance(err, (o.APIConnectionError, o.APIResponseValidationError, BadReply, ValueError)):
             return True  # APITimeoutError is an APIConnectionError; a garbled JSON body is a ValueError
         return isinstance(err, o.APIStatusError) and (err.status_code in (408, 409, 429) or err.status_code >= 500)
@@ -425,7 +427,7 @@ class OpenAIBackend:
                     raise self._bad_key() from None
                 except openai.NotFoundError as err:
                     raise UserError(f"teacher.model: the server at {cfg.base_url} says: {err.message}") from None
-                except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
+                except openai.APIStatusError as err:  # llama-cpp-python reports a bad request field as a 500
                     if request.get("schema") and "response_format" in str(err):
                         raise UserError(f"teacher.response_format: the server at {cfg.base_url} does not accept "
                                         f"'{cfg.response_format}' (try json_object or none): {str(err)[:150]}") from None
