@@ -97,4 +97,9 @@ def effect(config: Path, overrides: list[str], seeds: list[int], out: Path, cons
     summary = summarise(runs, seconds)
     atomic_write(out / "effect.json", json.dumps(summary, indent=1) + "\n")
     atomic_write(out / "effect.md", markdown(summary, f"{config.name}"))
+    from .report import write_report
+
+    for seed in seeds:  # each run's report now states the gain's spread over the seed samples
+        for arm in ("llm2llm", "random"):
+            write_report(out / f"seed_{seed}" / arm)
     return summary

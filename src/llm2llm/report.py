@@ -158,11 +158,13 @@ def gain_line(store: RunStore) -> str:
     line = (f"Gain over iteration 0 (plain fine-tuning): {last['test_accuracy'] - first['test_accuracy']:+.3f} test accuracy "
             f"({first['test_accuracy']:.3f} -> {last['test_accuracy']:.3f})")
     summary = store.root.parent.parent / "effect.json"
-    if summary.exists():
+    if summary.exists() and store.root.name in ("llm2llm", "random"):
         effect = json.loads(summary.read_text(encoding="utf-8"))
-        g = effect["gain"]["llm2llm"]
-        return (f"{line}; over {len(effect['seeds'])} seed samples: {g['mean']:+.3f} ± {g['sd']:.3f} "
-                f"(random augmentation: {effect['gain']['random']['mean']:+.3f} ± {effect['gain']['random']['sd']:.3f}).")
+        ours, other = store.root.name, {"llm2llm": "random", "random": "llm2llm"}[store.root.name]
+        g, h = effect["gain"][ours], effect["gain"][other]
+        name = {"llm2llm": "LLM2LLM", "random": "random augmentation"}
+        return (f"{line}; {name[ours]} over {len(effect['seeds'])} seed samples: {g['mean']:+.3f} ± {g['sd']:.3f} "
+                f"({name[other]}: {h['mean']:+.3f} ± {h['sd']:.3f}).")
     one = f"; one test example is {1 / n_test:.3f}" if n_test else ""
     return f"{line}, on one seed sample{one}. `llm2llm effect CONFIG` measures the spread over several."
 

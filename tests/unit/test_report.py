@@ -58,7 +58,13 @@ def test_report_gives_the_spread_when_the_run_is_one_seed_sample_of_effect(tmp_p
     for m in runs[0]["llm2llm"]:
         store.write_metrics(m)
     md, _ = write_report(store.root)
-    assert "over 2 seed samples: +0.050 ± 0.071 (random augmentation: +0.050 ± 0.071)" in md.read_text()
+    assert "LLM2LLM over 2 seed samples: +0.050 ± 0.071 (random augmentation: +0.050 ± 0.071)" in md.read_text()
+    other = RunStore(tmp_path / "seed_1" / "random")
+    other.open({})
+    for m in runs[1]["random"]:
+        other.write_metrics(m)
+    assert "+0.100 test accuracy (0.600 -> 0.700); random augmentation over 2 seed samples: +0.050 ± 0.071 " \
+           "(LLM2LLM: +0.050 ± 0.071)" in write_report(other.root)[0].read_text()
 
 
 def test_export_jsonl_and_hf_folder(tmp_path):
@@ -85,3 +91,36 @@ def test_export_jsonl_and_hf_folder(tmp_path):
     assert loaded["origin"] == ["seed", "teacher"] and loaded["parent_id"] == [None, "s1"]
     bad = CliRunner().invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "x.jsonl")])
     assert bad.exit_code == 2 and "no metrics.jsonl" in bad.output
+
+
+def test_effect_runs_both_arms_per_seed_and_refreshes_their_reports(tmp_path, intent_files):
+    """`effect` with a stand-in for the training loop: each seed sample runs LLM2LLM, then random augmentation
+    with LLM2LLM's teacher-call counts, and every run's report ends up stating the spread."""
+    import yaml
+    from rich.console import Console
+
+    from conftest import config_dict
+    from llm2llm.compare import effect
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(config_dict(*intent_files)))
+    seen = []
+
+    def execute(cfg, out, baseline=None):
+        seen.append((out.parent.name, out.name, cfg.data.sampling_seed, cfg.student.seed, cfg.loop.augment,
+                     cfg.loop.random_counts, baseline.root.name if baseline else None))
+        store = RunStore(out)
+        store.open({})
+        bump = 0.1 * (cfg.data.sampling_seed + 1) if out.name == "llm2llm" else 0.0
+        for i in range(2):
+            store.write_metrics({"iteration": i, "test_accuracy": 0.5 + bump * i, "seed_accuracy": 0.5,
+                                 "train_size": 10 + i, "wrong": 3, "generated": 3 * (1 - i), "accepted": 2, "rejected": 1})
+        write_report(out)
+
+    summary = effect(config, [], [0, 1], tmp_path / "fx", Console(quiet=True), execute)
+    assert seen == [("seed_0", "llm2llm", 0, 0, "wrong", None, None), ("seed_0", "random", 0, 0, "random", [3], "llm2llm"),
+                    ("seed_1", "llm2llm", 1, 1, "wrong", None, None), ("seed_1", "random", 1, 1, "random", [3], "llm2llm")]
+    assert [round(v, 3) for v in summary["gain"]["llm2llm"]["values"]] == [0.1, 0.2]
+    assert json.loads((tmp_path / "fx" / "effect.json").read_text())["seeds"] == [0, 1]
+    assert "LLM2LLM over 2 seed samples: +0.150 ± 0.071 (random augmentation: +0.000 ± 0.000)" in \
+        (tmp_path / "fx" / "seed_1" / "llm2llm" / "report.md").read_text()
