@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import inspect
 import warnings
 from pathlib import Path
 
@@ -290,6 +291,9 @@ def score_candidates(model, tokenizer, prompts: list[str], candidates: list[list
     best = [0] * len(items)
     pad = tokenizer.pad_token_id
     dev = model.device
+    # transformers renamed the forward's `past_key_values` to `cache` (the old name goes in 5.40)
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cache_arg = "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
     with torch.inference_mode(), Progress(transient=True) as bar:
         job = bar.add_task(label, total=len(items))
         start = 0
@@ -313,7 +317,7 @@ def score_candidates(model, tokenizer, prompts: list[str], candidates: list[list
             out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
                         logits_to_keep=1)
             first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()  # predicts each tail's first token
-            cache = out.past_key_values
+            cache = getattr(out, cache_arg)
             cache.batch_repeat_interleave(n_cands)
             # 2. every candidate's tail on its own copy of the prompt's cache
             tails = [tail for k in chunk for tail, _ in items[k][1]]
@@ -325,7 +329,7 @@ def score_candidates(model, tokenizer, prompts: list[str], candidates: list[list
                 tail_mask[row, :len(tail)] = 1
             lengths = mask.sum(-1).repeat_interleave(n_cands)
             tail_pos = lengths[:, None] + torch.arange(tail_width)[None, :]
-            out = model(input_ids=tail_ids.to(dev), position_ids=tail_pos.to(dev), past_key_values=cache,
+            out = model(input_ids=tail_ids.to(dev), position_ids=tail_pos.to(dev), **{cache_arg: cache},
                         attention_mask=torch.cat([mask.repeat_interleave(n_cands, 0), tail_mask], -1).to(dev))
             rest = torch.log_softmax(out.logits[:, :-1].float(), dim=-1).cpu()
             for row, k in enumerate(chunk):
