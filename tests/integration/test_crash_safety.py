@@ -82,7 +82,9 @@ def test_sigkill_at_random_points_then_resume_equals_clean_run(tmp_path):
 def test_ctrl_c_stops_and_says_how_to_resume(tmp_path):
     config = tiny_config(tmp_path)
     proc = start(config, tmp_path / "run")
-    time.sleep(25)
+    deadline = time.time() + 600  # interrupt in the middle of the run, however fast this machine is
+    while "iteration 1: training" not in proc.log.read_text() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     out = proc.log.read_text()
