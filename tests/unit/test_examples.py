@@ -17,6 +17,12 @@ def test_example_config_validates(name):
     assert cfg.loop.iterations >= 1
 
 
+@pytest.mark.parametrize("path", sorted((EXAMPLES.parent / "benchmarks" / "effect").glob("*.yaml")), ids=lambda p: p.stem)
+def test_effect_benchmark_config_validates(path):
+    cfg = load_config(path)
+    assert cfg.loop.iterations == 3 and cfg.data.seed_size  # the paper's 3 iterations, a fixed seed size
+
+
 def test_trec_config_on_own_data(tmp_path):
     rows = [("who wrote the first dictionary", "HUM"), ("how far is the moon", "NUM"), ("what does nasa stand for", "ABBR"),
             ("where is the tallest waterfall", "LOC"), ("what is a lunar eclipse", "DESC"), ("what animal says moo", "ENTY"),
