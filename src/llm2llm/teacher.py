@@ -387,7 +387,7 @@ class OpenAIBackend:
 
     def _retryable(self, err: BaseException) -> bool:
         o = self.openai
-        if "response_format" in str(err):
+        if isinstance(err, o.APIStatusError) and "response_format" in str(err):
             return False  # a server that refuses the structured-output form refuses it every time
         if isinstance(err, (o.APIConnectionError, o.APIResponseValidationError, BadReply, ValueError)):
             return True  # APITimeoutError is an APIConnectionError; a garbled JSON body is a ValueError
