@@ -32,7 +32,9 @@ def tiny_config(tmp_path: Path) -> Path:
 def start(config: Path, out: Path) -> subprocess.Popen:
     log = open(out.parent / f"{out.name}.log", "a")  # a file, not a pipe: progress bars never block
     proc = subprocess.Popen([sys.executable, "-m", "llm2llm.cli", "run", str(config), "--out", str(out)],
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True,
+                            # a shell's background job ignores SIGINT, and its children with it: give Ctrl-C back
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     proc.log = Path(log.name)
     return proc
 
