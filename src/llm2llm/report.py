@@ -158,11 +158,12 @@ def gain_line(store: RunStore) -> str:
     line = (f"Gain over iteration 0 (plain fine-tuning): {last['test_accuracy'] - first['test_accuracy']:+.3f} test accuracy "
             f"({first['test_accuracy']:.3f} -> {last['test_accuracy']:.3f})")
     summary = store.root.parent.parent / "effect.json"
-    if summary.exists() and store.root.name in ("llm2llm", "random"):
+    name = {"llm2llm": "LLM2LLM", "random": "random augmentation"}  # effect's arms, as named on disk
+    if summary.exists() and store.root.name in name:
         effect = json.loads(summary.read_text(encoding="utf-8"))
-        ours, other = store.root.name, {"llm2llm": "random", "random": "llm2llm"}[store.root.name]
+        ours = store.root.name
+        other = next(arm for arm in name if arm != ours)
         g, h = effect["gain"][ours], effect["gain"][other]
-        name = {"llm2llm": "LLM2LLM", "random": "random augmentation"}
         return (f"{line}; {name[ours]} over {len(effect['seeds'])} seed samples: {g['mean']:+.3f} ± {g['sd']:.3f} "
                 f"({name[other]}: {h['mean']:+.3f} ± {h['sd']:.3f}).")
     one = f"; one test example is {1 / n_test:.3f}" if n_test else ""
