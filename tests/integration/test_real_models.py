@@ -19,8 +19,12 @@ def smol():
 
 def test_candidate_scoring_equals_full_sequence_likelihood(smol):
     model, tok = smol
-    prompts = ["Request: wake me up at six\nIntent:", "Request: play jazz in the kitchen please\nIntent:", "hi\nLabel:"]
-    cands = [[" alarm", " music", " reminder", " weather"]] * 2 + [[" a", " b", " c"]]
+    prompts = ["Request: wake me up at six\nIntent:", "Request: play jazz in the kitchen please\nIntent:", "hi\nLabel:",
+               "Question: what will the weather be like in Paris tomorrow afternoon, and should I bring an umbrella?\n"
+               "Answer:", "ok\nAnswer:"]
+    # one- and many-token candidates, different numbers of them, prompts of very different lengths
+    cands = [[" alarm", " music", " reminder", " weather"]] * 2 + [[" a", " b", " c"]] + \
+        [[" rain, so yes, bring an umbrella", " sun", " no idea at all"]] * 2
 
     def full(prompt, cand):
         ids = tok(prompt + cand + tok.eos_token, add_special_tokens=False).input_ids

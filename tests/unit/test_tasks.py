@@ -155,6 +155,35 @@ def test_length_batches_group_similar_lengths_and_reshuffle_per_epoch():
         assert chunks[-1] == [100, 101] and max(max(c) - min(c) for c in chunks[:-1]) <= 5, chunks
 
 
+def test_cut_sorted_is_the_cheapest_cut_and_gives_a_long_tail_its_own_batches():
+    import itertools
+    import random
+
+    from llm2llm.student import cut_sorted
+
+    def cost(lengths, runs, overhead):
+        return sum(overhead + (b - a) * lengths[b - 1] for a, b in runs)
+
+    rng = random.Random(0)
+    for _ in range(200):  # against every way of cutting, on small inputs
+        lengths = sorted(rng.randint(1, 60) for _ in range(rng.randint(1, 8)))
+        max_rows, overhead = rng.randint(1, 4), rng.choice([0, 5, 64])
+        runs = cut_sorted(lengths, max_rows, overhead)
+        assert [i for a, b in runs for i in range(a, b)] == list(range(len(lengths)))  # each once, in order
+        assert all(b - a <= max_rows for a, b in runs)
+        every = []
+        for cuts in itertools.product([0, 1], repeat=len(lengths) - 1):
+            bounds = [0] + [i + 1 for i, c in enumerate(cuts) if c] + [len(lengths)]
+            cand = list(zip(bounds, bounds[1:]))
+            if all(b - a <= max_rows for a, b in cand):
+                every.append(cost(lengths, cand, overhead))
+        assert cost(lengths, runs, overhead) == min(every)
+    # 30 short prompts and 2 long ones: the long ones do not pad a batch of short ones
+    lengths = [10] * 30 + [50, 57]
+    assert cut_sorted(lengths, 32) == [(0, 30), (30, 32)]
+    assert cut_sorted([10] * 64, 32) == [(0, 32), (32, 64)]
+
+
 @pytest.mark.parametrize("text,bad", [
     ("I'm sorry, but I can't help with that.", True),
     ("Sure! here it is", True),
