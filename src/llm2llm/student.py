@@ -127,7 +127,7 @@ def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, pr
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
 
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainingArguments, set_seed
 
     set_seed(cfg.seed)  # before the adapter is made: its initial weights come from this RNG
     datasets.disable_progress_bars()
@@ -136,6 +136,8 @@ def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, pr
     if not encoded:
         raise UserError(f"student.max_length {cfg.max_length}: no training example's answer fits; raise it")
     model = copy.deepcopy(base)
+    model_config = model.config  # the Trainer turns its use_cache off (a KV cache would also turn off the
+    # packed-sequence masks that padding_free relies on); it is turned back on after training
     if cfg.finetune == "lora":
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                  target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
@@ -152,11 +154,15 @@ def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, pr
         def _get_train_sampler(self, train_dataset=None):
             return LengthBatchSampler(lengths, args.per_device_train_batch_size, cfg.seed)
 
+    if cfg.padding_free:  # one row per batch; position ids restart at each example, which keeps attention within it
+        collator = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+    else:
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     trainer = LengthGroupedTrainer(model=model, args=args, train_dataset=Dataset.from_list(encoded),
-                                   data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True,
-                                                                        label_pad_token_id=-100))
+                                   data_collator=collator)
     tokens = count_tokens(trainer)
     result = trainer.train()
+    model_config.use_cache = True  # for evaluation, and in what is saved
     if trainer.accelerator.is_main_process:
         trainer.model.save_pretrained(out_dir)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

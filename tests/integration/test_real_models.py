@@ -60,6 +60,28 @@ def test_batched_generation_equals_per_example_generate(smol):
     assert any(s != r for s, r in zip(stopped, reference)) and not any("\n" in s for s in stopped)
 
 
+def test_padding_free_training_matches_padded_batches(smol, tmp_path):
+    """One row of concatenated examples per batch: no padding, and the same losses as padded batches (attention
+    stays within each example: transformers finds the examples from the position ids)."""
+    from llm2llm.config import StudentConfig
+
+    model, tok = smol
+    rows = [{"prompt": f"Question: what is {a} plus {a * 3}?" + " Think." * (a % 4) + "\nAnswer:",
+             "completion": f" {a * 4}" + " because I added them" * (a % 3)} for a in range(12)]
+    cfg = StudentConfig(epochs=1, batch_size=4, lr=1e-3, max_length=64)
+    _, padded = student.fit(model, tok, rows, cfg, tmp_path / "padded", progress=False)
+    trainer, free = student.fit(model, tok, rows, cfg.model_copy(update={"padding_free": True}), tmp_path / "free",
+                                progress=False)
+    assert padded["padding_waste"] > 0.1 and free["padding_waste"] == 0 and free["tokens"] == padded["tokens"]
+    assert free["train_loss"] == pytest.approx(padded["train_loss"], rel=1e-4)
+    from safetensors.torch import load_file
+
+    weights = [load_file(tmp_path / arm / "adapter_model.safetensors") for arm in ("padded", "free")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-5) for k in weights[0])  # the same updates
+    assert trainer.model.config.use_cache and model.config.use_cache  # evaluation keeps its cache
+
+
 def test_load_from_local_directory(smol, tmp_path):
     """The path a user's own checkpoint (or a downloaded hub model) takes."""
     model, tok = smol
