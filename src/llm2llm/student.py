@@ -295,12 +295,20 @@ def cut_sorted(lengths: list[int], max_rows: int, overhead: int = 64) -> list[tu
 
 def score_candidates(model, tokenizer, prompts: list[str], candidates: list[list[str]], batch_size: int,
                      label: str = "evaluate") -> list[int]:
-    """For each prompt, the index of the candidate completion (plus EOS) with the highest log-likelihood.
+    """For each prompt, the index of the candidate completion (plus EOS) with the highest log-likelihood."""
+    scores = candidate_logprobs(model, tokenizer, prompts, candidates, batch_size, label)
+    return [max(range(len(row)), key=row.__getitem__) for row in scores]
+
+
+def candidate_logprobs(model, tokenizer, prompts: list[str], candidates: list[list[str]], batch_size: int,
+                       label: str = "evaluate") -> list[list[float]]:
+    """For each prompt, the log-likelihood of each candidate completion plus EOS.
 
     Tokenised exactly as in training (prompt+completion+EOS; the completion starts where it departs
-    from the tokenised prompt). The shared prompt goes through the model once, left-padded, in batches
-    cut from the length-sorted prompts by `cut_sorted`; the candidates' few tokens then run on copies of
-    its KV cache. No generation loop, and no prompt computed once per candidate.
+    from the tokenised prompt). The tokens every prompt starts with (a template's instructions) run
+    once; each prompt's own tokens run once on copies of that KV cache, left-padded, in batches cut from
+    the length-sorted prompts by `cut_sorted`; each candidate's few tokens then run on a copy of its
+    prompt's cache. No generation loop, and no token computed twice.
     """
     import torch
 
@@ -312,8 +320,11 @@ def score_candidates(model, tokenizer, prompts: list[str], candidates: list[list
         starts = [_common_prefix(prompt_ids, ids) for ids in full]
         shared = max(1, min(starts))  # tokens every candidate shares with the prompt
         items.append((full[0][:shared], [(ids[shared:], begin - shared) for ids, begin in zip(full, starts)]))
+    head = items[0][0][:min(len(seq) for seq, _ in items) - 1]  # what every prompt starts with, short of the end
+    for seq, _ in items[1:]:
+        head = head[:_common_prefix(head, seq)]
     order = sorted(range(len(items)), key=lambda k: (len(items[k][1]), len(items[k][0])))
-    best = [0] * len(items)
+    scores = [[] for _ in items]
     pad = tokenizer.pad_token_id
     dev = model.device
     # transformers renamed the forward's `past_key_values` to `cache` (the old name goes in 5.40)
@@ -325,20 +336,28 @@ def score_candidates(model, tokenizer, prompts: list[str], candidates: list[list
         batches += [group[a:b] for a, b in cut_sorted([len(items[k][0]) for k in group], batch_size)]
     with torch.inference_mode(), Progress(transient=True) as bar:
         job = bar.add_task(label, total=len(items))
+        if head:  # 0. the shared head, once
+            head_cache = getattr(model(input_ids=torch.tensor([head], device=dev), use_cache=True, logits_to_keep=1),
+                                 cache_arg)
         for chunk in batches:
             n_cands = len(items[chunk[0]][1])
-            # 1. the prompts, left-padded, once
-            width = max(len(items[k][0]) for k in chunk)
+            # 1. each prompt's own tokens, once, left-padded between the head and the end
+            seqs = [items[k][0][len(head):] for k in chunk]
+            width = max(len(seq) for seq in seqs)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros_like(ids)
-            for row, k in enumerate(chunk):
-                seq = items[k][0]
+            for row, seq in enumerate(seqs):
                 ids[row, width - len(seq):] = torch.tensor(seq)
                 mask[row, width - len(seq):] = 1
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            pos = len(head) + (mask.cumsum(-1) - 1).clamp(min=0)
+            mask = torch.cat([torch.ones(len(chunk), len(head), dtype=torch.long), mask], -1)
+            cache = None
+            if head:
+                cache = copy.deepcopy(head_cache)
+                cache.batch_repeat_interleave(len(chunk))
             # only the last position's logits are needed: the LM head is a fifth of a small model's compute
             out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
-                        logits_to_keep=1)
+                        logits_to_keep=1, **{cache_arg: cache})
             first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()  # predicts each tail's first token
             cache = getattr(out, cache_arg)
             # 2. every candidate's tail but its last token (only what follows it is scored), on its own copy
@@ -357,14 +376,12 @@ def score_candidates(model, tokenizer, prompts: list[str], candidates: list[list
                             attention_mask=torch.cat([mask.repeat_interleave(n_cands, 0), tail_mask], -1).to(dev))
                 rest = torch.log_softmax(out.logits.float(), dim=-1).cpu()
             for row, k in enumerate(chunk):
-                scores = []
                 for c, (tail, skip) in enumerate(items[k][1]):
                     flat = row * n_cands + c
                     lps = [float(first[row, tail[0]])] + [float(rest[flat, j - 1, tail[j]]) for j in range(1, len(tail))]
-                    scores.append(sum(lps[skip:]))
-                best[k] = max(range(len(scores)), key=scores.__getitem__)
+                    scores[k].append(sum(lps[skip:]))
             bar.advance(job, len(chunk))
-    return best
+    return scores
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,

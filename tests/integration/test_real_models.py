@@ -33,8 +33,14 @@ def test_candidate_scoring_equals_full_sequence_likelihood(smol):
             lp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
         return sum(float(lp[j - 1, ids[j]]) for j in range(begin, len(ids)))
 
-    want = [max(range(len(c)), key=lambda k: full(p, c[k])) for p, c in zip(prompts, cands)]
-    assert student.score_candidates(model, tok, prompts, cands, batch_size=2) == want
+    # plain prompts, and prompts that share a head (a template's instructions: it runs once, the rest on its cache)
+    headed = ["Task: name what is asked for. Labels: alarm, music, reminder, weather, a, b, c.\n" + p for p in prompts]
+    for ps in (prompts, headed):
+        want = [[full(p, cand) for cand in c] for p, c in zip(ps, cands)]
+        got = student.candidate_logprobs(model, tok, ps, cands, batch_size=2)
+        assert [len(g) for g in got] == [len(c) for c in cands]
+        assert all(g == pytest.approx(w, abs=2e-3) for g, w in zip(got, want)), (got, want)
+        assert student.score_candidates(model, tok, ps, cands, batch_size=2) == [w.index(max(w)) for w in want]
 
 
 def plain_generate(model, tok, prompt: str, max_new_tokens: int) -> str:
