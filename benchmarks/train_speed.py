@@ -68,8 +68,8 @@ def main() -> None:
                                     Path(tmp) / f"free{r}", progress=False)[1])
             print(f"round {r}: plain TRL {theirs[-1]['tokens_per_s']:.0f} tokens/s "
                   f"(padding {theirs[-1]['padding_waste']:.1%}), ours {ours[-1]['tokens_per_s']:.0f} tokens/s "
-                  f"(padding {ours[-1]['padding_waste']:.1%}), ours padding-free {free[-1]['tokens_per_s']:.0f} tokens/s",
-                  flush=True)
+                  f"(padding {ours[-1]['padding_waste']:.1%}), "
+                  f"ours padding-free {free[-1]['tokens_per_s']:.0f} tokens/s", flush=True)
     trl_rate, our_rate, free_rate = (sum(x["tokens_per_s"] for x in arm) / len(arm) for arm in (theirs, ours, free))
     print(f"examples={len(rows)} rounds={args.rounds} trl_tokens_per_s={trl_rate:.0f} ours_tokens_per_s={our_rate:.0f} "
           f"train_vs_trl={our_rate / trl_rate:.2f} padding_waste={ours[-1]['padding_waste']:.3f} "
