@@ -38,11 +38,11 @@ def sst2_requests(n: int) -> list[dict]:
                                  "seed_size": n, "test_size": 10}})
     task, seed, _ = data.load_splits(cfg.data, lambda rows: make_task(cfg.task, rows))
     chosen = [{**ex, "student_prediction": ""} for ex in seed]
-    return teacher_requests(task, chosen, 0, cfg)
+    return teacher_requests(task, chosen, seed, 0, cfg)
 
 
 async def bare(base_url: str, requests: list[dict], concurrency: int, max_tokens: int) -> float:
-    """req/s of a plain async client: no cache, no retries, no accounting."""
+    """req/s of a plain async client: no cache, no retries, no accounting; the same JSON-schema replies as ours."""
     import openai
 
     client = openai.AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=600)
@@ -50,8 +50,11 @@ async def bare(base_url: str, requests: list[dict], concurrency: int, max_tokens
 
     async def one(i: int, request: dict) -> None:
         async with gate:
+            schema = {"type": "json_schema",
+                      "json_schema": {"name": "reply", "schema": request["schema"], "strict": True}}
             await client.chat.completions.create(model="smollm2", messages=request["messages"], seed=i,
-                                                 max_tokens=max_tokens, temperature=0.7, top_p=0.95)
+                                                 max_tokens=max_tokens, temperature=0.7, top_p=0.95,
+                                                 response_format=schema)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
