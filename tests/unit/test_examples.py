@@ -51,3 +51,18 @@ def test_custom_plurals_holds_out_its_test_set():
     _, seed, test = load_splits(cfg.data, lambda r: make_task(cfg.task, r))
     assert len(test) == 12 and len(seed) == 20
     assert not {e["id"] for e in seed} & {e["id"] for e in test}
+
+
+def test_benchmark_inputs_follow_the_current_interfaces():
+    """The benchmarks build their inputs with the project's own functions: a changed signature fails here, in
+    the fast tier, not minutes into a benchmark run."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(EXAMPLES.parent))
+    throughput, eval_speed = (importlib.import_module(f"benchmarks.{name}")
+                              for name in ("teacher_throughput", "eval_speed"))
+    requests = throughput.sst2_requests(4)
+    assert len(requests) == 4 and all(r["messages"] and r["schema"] for r in requests)
+    task, seed = eval_speed.split({"type": "math"}, "gsm8k", "test.jsonl", 3)
+    assert len(seed) == 3 and task.student_prompt(seed[0]).startswith("Question: ")
