@@ -320,6 +320,8 @@ def candidate_logprobs(model, tokenizer, prompts: list[str], candidates: list[li
         starts = [_common_prefix(prompt_ids, ids) for ids in full]
         shared = max(1, min(starts))  # tokens every candidate shares with the prompt
         items.append((full[0][:shared], [(ids[shared:], begin - shared) for ids, begin in zip(full, starts)]))
+    if not items:
+        return []
     head = items[0][0][:min(len(seq) for seq, _ in items) - 1]  # what every prompt starts with, short of the end
     for seq, _ in items[1:]:
         head = head[:_common_prefix(head, seq)]

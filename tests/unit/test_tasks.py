@@ -184,6 +184,15 @@ def test_cut_sorted_is_the_cheapest_cut_and_gives_a_long_tail_its_own_batches():
     assert cut_sorted([10] * 64, 32) == [(0, 32), (32, 64)]
 
 
+def test_scoring_no_prompts_needs_no_model():
+    from types import SimpleNamespace
+
+    from llm2llm.student import candidate_logprobs, score_candidates
+
+    tokenizer = SimpleNamespace(eos_token="</s>")
+    assert candidate_logprobs(None, tokenizer, [], [], 4) == [] and score_candidates(None, tokenizer, [], [], 4) == []
+
+
 @pytest.mark.parametrize("text,bad", [
     ("I'm sorry, but I can't help with that.", True),
     ("Sure! here it is", True),
