@@ -364,23 +364,26 @@ def candidate_logprobs(model, tokenizer, prompts: list[str], candidates: list[li
             cache = getattr(out, cache_arg)
             # 2. every candidate's tail but its last token (only what follows it is scored), on its own copy
             # of the prompt's cache; for one-token labels that is the label, to score the EOS after it
-            tails = [tail[:-1] for k in chunk for tail, _ in items[k][1]]
-            tail_width = max(len(t) for t in tails)
+            tails = [tail for k in chunk for tail, _ in items[k][1]]
+            tail_width = max(len(t) for t in tails) - 1
             if tail_width:
                 cache.batch_repeat_interleave(n_cands)
                 tail_ids = torch.full((len(tails), tail_width), pad, dtype=torch.long)
+                next_ids = torch.zeros_like(tail_ids)  # the token each position's logits score
                 tail_mask = torch.zeros_like(tail_ids)
                 for row, tail in enumerate(tails):
-                    tail_ids[row, :len(tail)] = torch.tensor(tail, dtype=torch.long)
-                    tail_mask[row, :len(tail)] = 1
+                    tail_ids[row, :len(tail) - 1] = torch.tensor(tail[:-1], dtype=torch.long)
+                    next_ids[row, :len(tail) - 1] = torch.tensor(tail[1:], dtype=torch.long)
+                    tail_mask[row, :len(tail) - 1] = 1
                 tail_pos = mask.sum(-1).repeat_interleave(n_cands)[:, None] + torch.arange(tail_width)[None, :]
                 out = model(input_ids=tail_ids.to(dev), position_ids=tail_pos.to(dev), **{cache_arg: cache},
                             attention_mask=torch.cat([mask.repeat_interleave(n_cands, 0), tail_mask], -1).to(dev))
-                rest = torch.log_softmax(out.logits.float(), dim=-1).cpu()
+                logits = out.logits.float()  # only the scored tokens' log-probabilities leave the device
+                rest = (logits.gather(-1, next_ids.to(dev)[..., None])[..., 0] - logits.logsumexp(-1)).cpu()
             for row, k in enumerate(chunk):
                 for c, (tail, skip) in enumerate(items[k][1]):
                     flat = row * n_cands + c
-                    lps = [float(first[row, tail[0]])] + [float(rest[flat, j - 1, tail[j]]) for j in range(1, len(tail))]
+                    lps = [float(first[row, tail[0]])] + [float(rest[flat, j - 1]) for j in range(1, len(tail))]
                     scores[k].append(sum(lps[skip:]))
             bar.advance(job, len(chunk))
     return scores
