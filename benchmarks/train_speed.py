@@ -4,7 +4,7 @@ SmolLM2-135M (the embedded GGUF) with LoRA on GSM8K seed examples (prompt/comple
 vary a lot, so that padding matters). Both sides count real (non-pad) tokens the same way, per batch, and
 divide by the trainer's own runtime. The plain run is TRL's SFTTrainer with the same hyperparameters and
 TRL's defaults otherwise (random batches, gradient checkpointing, TRL's chunked loss), except bf16, which
-TRL turns on by default and which is emulated on a CPU without bf16 instructions; ours is
+TRL turns on by default and which ran slower than fp32 on the CPUs measured here (README); ours is
 `llm2llm.student.fit` (the transformers Trainer, batches grouped by length), and the same with
 `student.padding_free` (each batch one row of concatenated examples: no padding, attention kept per example).
 

@@ -74,8 +74,9 @@ class StudentConfig(Strict):
     max_length: int = Field(256, gt=8)
     eval_batch_size: int = Field(32, gt=0)
     gradient_checkpointing: bool = False  # less activation memory for big students, ~30% more compute
-    # each batch as one row of concatenated examples (no padding; attention kept within each example): for GPUs;
-    # on CPU the attention over the whole row costs more than the padding it saves (see benchmarks/train_speed.py)
+    # each batch as one row of concatenated examples (no padding; attention kept within each example). Meant for
+    # GPUs (not measured on one here); on CPU the attention over the whole row costs more than the padding it
+    # saves (benchmarks/train_speed.py)
     padding_free: bool = False
     seed: int = 0
     # train under `accelerate launch` with these arguments, e.g. ["--num_processes", "4", "--multi_gpu"] or

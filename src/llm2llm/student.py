@@ -136,8 +136,9 @@ def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, pr
     if not encoded:
         raise UserError(f"student.max_length {cfg.max_length}: no training example's answer fits; raise it")
     model = copy.deepcopy(base)
-    model_config = model.config  # the Trainer turns its use_cache off (a KV cache would also turn off the
-    # packed-sequence masks that padding_free relies on); it is turned back on after training
+    # the Trainer turns use_cache off (with a KV cache, transformers would also skip the packed-sequence masks
+    # that padding_free relies on); it is turned back on after training
+    model_config = model.config
     if cfg.finetune == "lora":
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                  target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
