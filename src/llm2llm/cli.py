@@ -51,8 +51,8 @@ def _execute(cfg, out: Optional[Path], baseline=None) -> None:
 def _guard(fn, *args) -> None:
     try:
         fn(*args)
-    except UserError as err:
-        typer.echo(f"error: {err}", err=True)  # one line, never wrapped
+    except UserError as err:  # one line, never wrapped: a value or a library's message may hold line breaks
+        typer.echo("error: " + " ".join(line.strip() for line in str(err).splitlines()), err=True)
         raise typer.Exit(2)
 
 

@@ -1,8 +1,10 @@
 """The run configuration: YAML in, a validated, typed object out."""
 from __future__ import annotations
 
+import string
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -10,8 +12,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import UserError
 
 
+def _types(annotation) -> set:
+    """The plain types an annotation allows: int | None -> {int, NoneType}."""
+    if get_origin(annotation) in (Union, UnionType):
+        return set().union(*(_types(a) for a in get_args(annotation)))
+    return {get_origin(annotation) or annotation}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_surprising_coercion(cls, v: Any, info):
+        """Numbers and booleans as written: pydantic would take `true` for 1, `2.0` for 2 and `1` for true.
+        (An int for a float field, and a numeric string such as YAML's `2e-4`, stay fine.)"""
+        allowed = _types(cls.model_fields[info.field_name].annotation)
+        if isinstance(v, bool) and bool not in allowed and allowed & {int, float}:
+            raise ValueError(f"expected a number, got {str(v).lower()}")
+        if isinstance(v, float) and int in allowed and float not in allowed:
+            raise ValueError(f"expected a whole number, got {v}")
+        if bool in allowed and v is not None and not isinstance(v, bool):
+            raise ValueError(f"expected true or false, got {v!r}")
+        return v
 
 
 class Source(Strict):
@@ -26,7 +49,10 @@ class Source(Strict):
     @field_validator("path")
     @classmethod
     def _absolute(cls, v: str | None):  # relative to where the command runs; stored absolute for resume
-        return str(Path(v).expanduser().absolute()) if v else v
+        try:
+            return str(Path(v).expanduser().absolute()) if v else v
+        except RuntimeError:  # ~name of no such user
+            raise ValueError(f"cannot expand '{v.split('/')[0]}': no such user's home directory") from None
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -49,6 +75,23 @@ class TaskConfig(Strict):
     teacher_template: str | None = None
     max_new_tokens: int = Field(256, gt=0)  # generative tasks (math, exact)
     stop: list[str] | None = None  # generative tasks: the answer ends at the first of these (and at EOS)
+
+    @field_validator("prompt_template", "target_template", "teacher_template")
+    @classmethod
+    def _plain_fields(cls, v: str | None):
+        """Only plain {name} fields: str.format would run positional, attribute and index fields ({0},
+        {input.upper}, {input[0]}), conversions and format specs, or fail on an unmatched brace."""
+        if v is None:
+            return v
+        try:
+            parts = list(string.Formatter().parse(v))
+        except ValueError as err:
+            raise ValueError(f"{err} (write a literal brace as {{{{ or }}}})") from None
+        for _, name, spec, conversion in parts:
+            if name is not None and (not name.isidentifier() or spec or conversion):
+                shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+                raise ValueError(f"{{{shown}}}: only plain {{name}} fields are allowed")
+        return v
 
     @model_validator(mode="after")
     def _checker(self):
@@ -192,14 +235,27 @@ class RunConfig(Strict):
         return self
 
 
-def _set_dotted(tree: dict, dotted: str, raw: str) -> None:
-    keys = dotted.split(".")
+def _set_dotted(tree: dict, item: str) -> None:
+    """Apply one `--set key.sub=value` (the value read as YAML) to the config tree."""
+    shown = item if item.isprintable() else repr(item)  # a tab or newline would break the one-line error
+    dotted, sep, raw = item.partition("=")
+    keys = dotted.strip().split(".")
+    if not sep or not all(keys):
+        raise UserError(f"--set {shown}: expected key=value, e.g. student.lr=1e-4")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"--set {shown}: the value is not valid YAML ({problem}); quote it, e.g. "
+                        f"--set \"{dotted.strip()}='...'\"") from None
     node = tree
     for key in keys[:-1]:
-        node = node.setdefault(key, {})
+        if node.get(key) is None:
+            node[key] = {}
+        node = node[key]
         if not isinstance(node, dict):
-            raise UserError(f"--set {dotted}: '{key}' is not a section")
-    node[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""
+            raise UserError(f"--set {shown}: '{key}' is not a section")
+    node[keys[-1]] = value
 
 
 def _describe(err: ValidationError, where: str) -> str:
@@ -233,8 +289,5 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     if not isinstance(tree, dict):
         raise UserError(f"{path}: the config must be a YAML mapping")
     for item in overrides:
-        if "=" not in item:
-            raise UserError(f"--set {item}: expected key=value")
-        key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), raw)
+        _set_dotted(tree, item)
     return build_config(tree, str(path))

@@ -34,7 +34,7 @@ def _read_jsonl(path: Path) -> list[tuple[str, dict]]:
 
 def _read_csv(path: Path) -> list[tuple[str, dict]]:
     try:
-        with path.open(encoding="utf-8", newline="") as f:
+        with path.open(encoding="utf-8-sig", newline="") as f:  # a byte-order mark (Excel writes one) is skipped
             return [(f"{path}:{number}", dict(row)) for number, row in enumerate(csv.DictReader(f), 2)]
     except UnicodeDecodeError:
         raise UserError(f"{path}: not valid UTF-8") from None
@@ -65,6 +65,8 @@ def read_source(source: Source) -> list[tuple[str, dict]]:
         label = source.hf
     else:
         path = Path(source.path)
+        if path.is_dir():
+            raise UserError(f"{path}: is a directory; give a JSONL, JSON lines or CSV file")
         if not path.is_file():
             raise UserError(f"{path}: no such file")
         rows = _read_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl(path)
@@ -87,10 +89,11 @@ def to_records(rows: list[tuple[str, dict]], task: Task, split: str) -> list[dic
         seen[rid] = where
         records.append({**row, "id": rid, "origin": "seed", "parent_id": None, "iteration": 0,
                         "teacher_model": None})
-    try:
-        task.student_prompt(records[0]), task.target(records[0])
-    except UserError as err:
-        raise UserError(f"{rows[0][0]}: {err}") from None
+    for (where, _), record in zip(rows, records):
+        try:
+            task.check_templates(record)
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
     return records
 
 

@@ -92,7 +92,9 @@ class EmbeddingJudge:
 
 
 class TeacherJudge:
+    """`spent`: what the last `verdicts` asked of the teacher (calls and tokens), for metrics and the budget."""
     seed_agreement = None
+    spent = None
 
     def __init__(self, task: Task):
         self.task = task
@@ -101,6 +103,10 @@ class TeacherJudge:
         requests = [{"parent": ex, "iteration": iteration, "sample": 0, "messages": self.task.judge_messages(ex),
                      "schema": self.task.judge_schema(ex)} for ex in examples]
         replies = teacher.complete(requests, label="judge", temperature=0.0) if requests else []
+        answered = [reply for reply in replies if reply is not None]  # cached replies too: paid for in this run
+        self.spent = {"judge_calls": len(answered), "judge_failed": sum(1 for r in answered if "error" in r),
+                      "judge_prompt_tokens": sum(r["prompt_tokens"] for r in answered),
+                      "judge_completion_tokens": sum(r["completion_tokens"] for r in answered)}
         return ["judge: not asked (teacher budget reached)" if reply is None else
                 f"judge: the call failed ({reply['error']})" if "error" in reply else
                 self.task.judge_verdict(reply["text"], ex) for ex, reply in zip(examples, replies)]

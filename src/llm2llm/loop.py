@@ -98,6 +98,10 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
                 else:
                     model, stats = student.train(start, tok, rows, cfg.student, store.model_dir(it))
                 store.mark_model_done(it, stats)
+                if stats.get("cut_rows") or stats.get("dropped_rows"):
+                    console.print(f"[yellow]warning: {stats['dropped_rows']} training examples left out and "
+                                  f"{stats['cut_rows']} cut: longer than student.max_length {cfg.student.max_length} "
+                                  "tokens (see train_stats.json); raise it to train on them whole[/]")
         if store.model_done(it):
             train_stats = store.train_stats(it)
         clock["train_s"] = round(time.time() - t0, 1)
@@ -109,7 +113,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
         def predict(examples, label):
             if engine:  # vLLM: the base model plus this iteration's adapter (or its weights), on the GPU
                 return engine.predict(task, examples, store.model_dir(it), it)
-            return student.predict(model, tok, task, examples, cfg.student.eval_batch_size, label)
+            return student.predict(model, tok, task, examples, cfg.student.eval_batch_size, label, cfg.student.max_length)
 
         pred_seed = stage(store, it, "pred_seed.jsonl", lambda: evaluate(task, parents, predict, "seed"))
         pred_test = stage(store, it, "pred_test.jsonl", lambda: evaluate(task, test, predict, "test"))
@@ -129,9 +133,9 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
             if not store.has(it, "teacher_calls.jsonl") and out_of_budget(teacher, requests):
                 stop = "budget"
             else:
-                calls = stage(store, it, "teacher_calls.jsonl", lambda: ask_teacher(teacher, requests, store, console))
-                kept = functools.cache(lambda: judges.sift(judge, *filters.keep(
-                    task, calls, train_set, test, it + 1, teacher.model_name, cfg.filters), it, teacher))
+                calls = teacher_stage(store, it, teacher, requests, console)
+                kept = functools.cache(lambda: sifted(store, it, judge, filters.keep(
+                    task, calls, train_set, test, it + 1, teacher.model_name, cfg.filters), teacher))
                 accepted = stage(store, it, "accepted.jsonl", lambda: kept()[0])
                 rejected = stage(store, it, "rejected.jsonl", lambda: kept()[1])
             clock["teacher_s"] = round(time.time() - t0, 1)
@@ -142,8 +146,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
                "test_accuracy": accuracy(pred_test), "wrong": len(wrong),
                "generated": sum(1 for c in calls if "skipped" not in c["reply"]),
                "accepted": len(accepted), "rejected": len(rejected), **filters.counts(accepted, rejected),
-               "prompt_tokens": sum(c["reply"]["prompt_tokens"] for c in calls),
-               "completion_tokens": sum(c["reply"]["completion_tokens"] for c in calls),
+               **teacher_spending(store, it, calls),
                "teacher_failed": sum(1 for c in calls if "error" in c["reply"]),
                **({"budget_skipped": n} if (n := sum(1 for c in calls if "skipped" in c["reply"])) else {}),
                **{k: v for k, v in train_stats.items() if k in ("train_loss", "steps", "padding_waste")}, **clock}
@@ -170,6 +173,23 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
     if cfg.output.keep_models == "none":
         store.drop_model(last)
     return store.metrics()
+
+
+def sifted(store: RunStore, iteration: int, judge, found: tuple[list[dict], list[dict]], teacher: Teacher):
+    """The judge's verdicts on what the filters kept; the teacher calls a teacher judge made are recorded in
+    judge_stats.json (before the stage's output), so that metrics.jsonl and the budget count them."""
+    out = judges.sift(judge, *found, iteration, teacher)
+    if getattr(judge, "spent", None) is not None:
+        store.write_json(iteration, "judge_stats.json", judge.spent)
+    return out
+
+
+def teacher_spending(store: RunStore, iteration: int, calls: list[dict]) -> dict:
+    """This iteration's teacher tokens for metrics.jsonl: the teacher stage's calls plus the judge's."""
+    judged = store.read_json(iteration, "judge_stats.json") if store.has(iteration, "judge_stats.json") else {}
+    return {"prompt_tokens": sum(c["reply"]["prompt_tokens"] for c in calls) + judged.get("judge_prompt_tokens", 0),
+            "completion_tokens": sum(c["reply"]["completion_tokens"] for c in calls)
+            + judged.get("judge_completion_tokens", 0), **judged}
 
 
 def spending(cfg: RunConfig, rows: list[dict], iteration: int) -> Budget | None:
@@ -218,6 +238,17 @@ def pick_shots(task, parent: dict, seed: list[dict], k: int, salt: str) -> list[
     """k other seed examples of the parent's kind (its label, for classification), the same on every rerun."""
     same = [ex for ex in seed if ex["id"] != parent["id"] and task.kind(ex) == task.kind(parent)]
     return random.Random(f"{parent['id']}-{salt}").sample(same, min(k, len(same)))
+
+
+def teacher_stage(store: RunStore, iteration: int, teacher: Teacher, requests: list[dict], console: Console):
+    """The teacher stage's calls, read back when on disk; but while the stage is unfinished (its replies not yet
+    filtered: no accepted.jsonl), the calls that failed are asked again (the rest come from the cache, unpaid)."""
+    resumed = store.has(iteration, "teacher_calls.jsonl")
+    calls = stage(store, iteration, "teacher_calls.jsonl", lambda: ask_teacher(teacher, requests, store, console))
+    if resumed and not store.has(iteration, "accepted.jsonl") and any("error" in c["reply"] for c in calls):
+        calls = ask_teacher(teacher, requests, store, console)
+        store.write_jsonl(iteration, "teacher_calls.jsonl", calls)
+    return calls
 
 
 def ask_teacher(teacher: Teacher, requests: list[dict], store: RunStore, console: Console) -> list[dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,55 @@ def atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _remedy(path: Path) -> str:
+    """What to do about a damaged file of a run dir without losing the run."""
+    if path.name == "metrics.jsonl":
+        return "remove that line: resume writes its iteration's row again from the stage files"
+    if path.name == "train_stats.json":
+        return f"remove {path.parent}: resume trains that model again (training is seeded: the same model)"
+    if path.name == "judge_stats.json":
+        return ("remove it with accepted.jsonl and rejected.jsonl beside it: resume filters again "
+                "(the judge's replies come from cache.sqlite, unpaid)")
+    if path.name == "teacher_stats.json":
+        return "remove it: it only summarises the teacher stage for the report"
+    return ("it is a stage output: remove it and resume computes it again (teacher replies come from "
+            "cache.sqlite, unpaid; predictions may need that iteration's model trained again)")
+
+
+def _damaged(path: Path, where: str, why: str) -> UserError:
+    return UserError(f"{path}{where}: damaged ({why}); {_remedy(path)}")
+
+
+def read_records(path: Path) -> list[dict]:
+    """The JSON objects of a JSONL file of the run dir; a damaged line is a one-line error naming it."""
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise _damaged(path, "", f"not valid UTF-8 at byte {err.start}") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise _damaged(path, f":{number}", f"invalid JSON: {err.msg}, column {err.colno}") from None
+        if not isinstance(row, dict):
+            raise _damaged(path, f":{number}", "not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def read_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _damaged(path, "", f"invalid JSON: {getattr(err, 'msg', err)}") from None
+    if not isinstance(record, dict):
+        raise _damaged(path, "", "not a JSON object")
+    return record
 
 
 def _differences(old, new, prefix="") -> list[str]:
@@ -63,13 +113,20 @@ class RunStore:
         Fields in free_fields (dotted names or prefixes) do not change results and may differ.
         """
         snapshot = self.root / "config.yaml"
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"{self.root}: exists and is not a directory; give --out a directory")
         if snapshot.exists():
-            old = yaml.safe_load(snapshot.read_text(encoding="utf-8"))
+            try:
+                old = yaml.safe_load(snapshot.read_text(encoding="utf-8"))
+            except (yaml.YAMLError, UnicodeDecodeError) as err:
+                raise UserError(f"{snapshot}: damaged, not a readable config ({str(err).splitlines()[0]}); "
+                                "use another output dir") from None
             diff = [d for d in _differences(old, config)
                     if not any(d == f or d.startswith(f + ".") for f in free_fields)]
             if diff:
                 raise UserError(f"{self.root}: holds a run with a different config ({', '.join(diff)}); "
                                 "use another output dir")
+            self.check()
             return True
         if self.root.exists() and any(self.root.iterdir()):
             raise UserError(f"{self.root}: exists and is not an llm2llm run dir (no config.yaml)")
@@ -80,6 +137,27 @@ class RunStore:
             raise UserError(f"{self.root}: cannot write the run dir: {err.strerror or err}") from None
         return False
 
+    def check(self) -> None:
+        """Read every record of a run dir before anything is loaded or run: damage (a truncated line or file)
+        is a one-line error naming the file and line and saying how to go on, not a crash later."""
+        self.metrics()
+        for folder in sorted(self.root.glob("iter_*")):
+            for path in sorted(folder.glob("*.jsonl")):
+                read_records(path)
+            for path in sorted([*folder.glob("*.json"), *folder.glob("model/train_stats.json")]):
+                read_record(path)
+        if self.cache_path.exists():
+            try:
+                db = sqlite3.connect(self.cache_path)
+                ok = db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+                db.close()
+            except sqlite3.DatabaseError:
+                ok = False
+            if not ok:
+                raise UserError(f"{self.cache_path}: damaged (not a sound SQLite database); move it away and resume: "
+                                "finished stages are read from their files, and only unfinished teacher calls are "
+                                "asked again")
+
     # -- records ----------------------------------------------------------------------------
     def write_jsonl(self, iteration: int, name: str, rows: list[dict]) -> None:
         atomic_write(self.path(iteration, name),
@@ -89,14 +167,20 @@ class RunStore:
         atomic_write(self.path(iteration, name), json.dumps(record, indent=1) + "\n")
 
     def read_jsonl(self, iteration: int, name: str) -> list[dict]:
-        with self.path(iteration, name).open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return read_records(self.path(iteration, name))
+
+    def read_json(self, iteration: int, name: str) -> dict:
+        return read_record(self.path(iteration, name))
 
     def metrics(self) -> list[dict]:
         path = self.root / "metrics.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = read_records(path)
+        for number, row in enumerate(rows, 1):
+            if not isinstance(row.get("iteration"), int):
+                raise _damaged(path, f" row {number}", "no iteration number")
+        return rows
 
     def write_metrics(self, row: dict) -> None:
         rows = [r for r in self.metrics() if r["iteration"] != row["iteration"]] + [row]
@@ -115,7 +199,7 @@ class RunStore:
         atomic_write(self.model_dir(iteration) / "DONE", "")
 
     def train_stats(self, iteration: int) -> dict:
-        return json.loads((self.model_dir(iteration) / "train_stats.json").read_text(encoding="utf-8"))
+        return read_record(self.model_dir(iteration) / "train_stats.json")
 
     def drop_model(self, iteration: int) -> None:
         shutil.rmtree(self.model_dir(iteration), ignore_errors=True)

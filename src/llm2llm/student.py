@@ -85,9 +85,20 @@ def encode(tokenizer, row: dict, max_length: int) -> dict:
     prompt_ids = tokenizer(row["prompt"], add_special_tokens=False).input_ids
     ids = tokenizer(row["prompt"] + row["completion"] + tokenizer.eos_token, add_special_tokens=False).input_ids
     start = _common_prefix(prompt_ids, ids)
+    cut = len(ids) > max_length
     ids = ids[:max_length]
     labels = ([-100] * start + ids[start:])[:len(ids)]
-    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels, "cut": cut}
+
+
+def fitting(encoded: list[dict], max_length: int) -> tuple[list[dict], dict]:
+    """The encoded rows to train on, and how many were longer than max_length: `cut_rows` were cut to it (what
+    fits of their answer is trained on), `dropped_rows` left out (their answer starts past it)."""
+    kept = [e for e in encoded if any(label != -100 for label in e["labels"])]
+    counts = {"cut_rows": sum(1 for e in kept if e["cut"]), "dropped_rows": len(encoded) - len(kept)}
+    if not kept:
+        raise UserError(f"student.max_length {max_length}: no training example's answer fits; raise it")
+    return [{k: v for k, v in e.items() if k != "cut"} for e in kept], counts
 
 
 def length_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[int]:
@@ -131,10 +142,7 @@ def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, pr
 
     set_seed(cfg.seed)  # before the adapter is made: its initial weights come from this RNG
     datasets.disable_progress_bars()
-    encoded = [encode(tokenizer, row, cfg.max_length) for row in rows]
-    encoded = [e for e in encoded if any(label != -100 for label in e["labels"])]  # the answer fits max_length
-    if not encoded:
-        raise UserError(f"student.max_length {cfg.max_length}: no training example's answer fits; raise it")
+    encoded, too_long = fitting([encode(tokenizer, row, cfg.max_length) for row in rows], cfg.max_length)
     model = copy.deepcopy(base)
     # the Trainer turns use_cache off (with a KV cache, transformers would also skip the packed-sequence masks
     # that padding_free relies on); it is turned back on after training
@@ -172,7 +180,8 @@ def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, pr
     stats = {"train_loss": result.training_loss, "first_loss": losses[0] if losses else None,
              "last_loss": losses[-1] if losses else None, "steps": result.global_step, "train_seconds": seconds,
              "tokens": real, "tokens_per_s": round(real / seconds, 1) if seconds else None,
-             "padding_waste": round(1 - real / padded, 4) if padded else None, "processes": trainer.args.world_size}
+             "padding_waste": round(1 - real / padded, 4) if padded else None, "processes": trainer.args.world_size,
+             **too_long}
     return trainer, stats
 
 
@@ -422,11 +431,26 @@ def cut_at_stop(text: str, stop) -> str:
     return text[:cut]
 
 
-def predict(model, tokenizer, task, examples: list[dict], batch_size: int, label: str = "evaluate") -> list[str]:
-    """The student's answer text for each example, from exactly the training prompt."""
+def shorten(tokenizer, prompts: list[str], limit: int) -> list[str]:
+    """Each prompt, or for one longer than `limit` tokens its first and last limit/2 tokens with the middle cut
+    out (the instructions and what the answer follows stay): training never shows the student more than
+    student.max_length tokens, and a huge prompt would take minutes or run out of memory."""
+    out = list(prompts)
+    for k, ids in enumerate(tokenizer(prompts, add_special_tokens=False).input_ids):
+        if len(ids) > limit:
+            out[k] = tokenizer.decode(ids[:limit // 2]) + " ... " + tokenizer.decode(ids[len(ids) - limit // 2:])
+    return out
+
+
+def predict(model, tokenizer, task, examples: list[dict], batch_size: int, label: str = "evaluate",
+            max_prompt_tokens: int | None = None) -> list[str]:
+    """The student's answer text for each example, from exactly the training prompt (a prompt longer than
+    max_prompt_tokens is cut in the middle, see `shorten`)."""
     if not examples:
         return []
     prompts = [task.student_prompt(ex) for ex in examples]
+    if max_prompt_tokens:
+        prompts = shorten(tokenizer, prompts, max_prompt_tokens)
     if task.mode == "choices":
         cands = [task.candidates(ex) for ex in examples]
         best = score_candidates(model, tokenizer, prompts, cands, batch_size, label)

@@ -23,11 +23,11 @@ class Reject:
     example: dict | None = None  # the parsed example, when there was one
 
 
-def _fill(template: str, values: dict) -> str:
+def _fill(template: str, values: dict, field: str) -> str:
     try:
         return template.format_map(values)
     except KeyError as err:
-        raise UserError(f"task template uses {{{err.args[0]}}}, which is not a field of the data") from None
+        raise UserError(f"{field} uses {{{err.args[0]}}}, which is not a field of the data") from None
 
 
 _CHATTER = re.compile(
@@ -143,12 +143,30 @@ class Task:
         return {**ex, "input": ex[self.input_field], "output": ex[self.output_field],
                 "description": self.description}
 
+    def check_templates(self, ex: Example) -> None:
+        """Fill every template (prompt, target, teacher, judge) with a data row, and with the fields that a new
+        example from the teacher has, so that a template naming a missing field stops the run before anything
+        is loaded or written, with the config field named."""
+        new = {**{name: ex[name] for name in self.fields}, "id": ex["id"], "origin": "teacher",
+               "parent_id": ex["id"], "iteration": 1, "teacher_model": ""}
+        for shape in (ex, new):
+            try:
+                self.student_prompt(shape), self.target(shape), self.teacher_messages(shape, "", [shape], 1)
+                if self.mode == "choices":
+                    self.candidates(shape)
+                self.judge_messages(shape)
+            except UserError as err:
+                if shape is ex:
+                    raise
+                raise UserError(f"{str(err).split(', which')[0]}, which the teacher's new examples lack (they "
+                                f"have only {', '.join(self.fields)})") from None
+
     # -- student ----------------------------------------------------------------------------
     def student_prompt(self, ex: Example) -> str:
-        return _fill(self.prompt_template, self.values(ex))
+        return _fill(self.prompt_template, self.values(ex), "task.prompt_template")
 
     def target(self, ex: Example) -> str:
-        return _fill(self.target_template, self.values(ex))
+        return _fill(self.target_template, self.values(ex), "task.target_template")
 
     def candidates(self, ex: Example) -> list[str]:
         raise NotImplementedError
@@ -193,7 +211,7 @@ class Task:
         shown = json.dumps({"examples": [self.item(s) for s in [*shots, ex]]}, ensure_ascii=False)
         values = {**self.values(ex), "student_note": note, "n": n, "examples": shown, "format": self.format_hint(ex)}
         return [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": _fill(self.teacher_template, values).replace("\n\n\n", "\n\n")}]
+                {"role": "user", "content": _fill(self.teacher_template, values, "task.teacher_template").replace("\n\n\n", "\n\n")}]
 
     def parse(self, text: str, parent: Example) -> list[dict | Reject]:
         """The new examples (task fields only) in a teacher reply, each checked: a field dict, or a Reject
@@ -277,7 +295,8 @@ class ClassificationTask(Task):
         return {**super().values(ex), "labels": ", ".join(self.labels)}
 
     def candidates(self, ex: Example) -> list[str]:
-        return [_fill(self.target_template, {**self.values(ex), "output": label, self.output_field: label})
+        return [_fill(self.target_template, {**self.values(ex), "output": label, self.output_field: label},
+                      "task.target_template")
                 for label in self.labels]
 
     def extract(self, text: str):
@@ -432,7 +451,8 @@ class ChoiceTask(Task):
                 "n_options": len(options), "output_field": self.output_field}
 
     def candidates(self, ex: Example) -> list[str]:
-        return [_fill(self.target_template, {**self.values(ex), "output": i, self.output_field: i})
+        return [_fill(self.target_template, {**self.values(ex), "output": i, self.output_field: i},
+                      "task.target_template")
                 for i in range(len(ex[self.choices_field]))]
 
     def extract(self, text: str):

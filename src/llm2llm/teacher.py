@@ -13,6 +13,7 @@ import email.utils
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
@@ -326,6 +327,17 @@ class LocalBackend:
                                          "completion_tokens": int(len(new))})
 
 
+_BEARER = re.compile(r"(bearer\s+)[^\s\"',;]+", re.IGNORECASE)
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """The text with the API key's value and any bearer token replaced by ***: a server or proxy may echo the
+    request's headers in an error body, and error texts are shown and written to the run dir."""
+    if secret:
+        text = text.replace(secret, "***")
+    return _BEARER.sub(r"\1***", text)
+
+
 class BadReply(Exception):
     """The server answered, but not with a chat completion (a garbled or truncated body)."""
 
@@ -361,7 +373,12 @@ class OpenAIBackend:
         import openai
 
         self.cfg, self.openai = cfg, openai
-        self.api_key = os.environ.get(cfg.api_key_env) or "not-needed"
+        self.secret = os.environ.get(cfg.api_key_env)
+        self.api_key = self.secret or "not-needed"
+
+    def _error(self, err: BaseException, limit: int = 200) -> str:
+        """The error's text as we show and store it: the key and bearer tokens redacted, then cut to `limit`."""
+        return redact(str(err), self.secret)[:limit]
 
     def preflight(self) -> None:
         """Fail before any training when the server is unreachable or refuses the key."""
@@ -379,6 +396,9 @@ class OpenAIBackend:
             client.close()
 
     def _bad_key(self) -> UserError:
+        if not self.secret:
+            return UserError(f"teacher.api_key_env: the server at {self.cfg.base_url} wants an API key, and "
+                             f"${self.cfg.api_key_env} is not set")
         return UserError(f"teacher.base_url {self.cfg.base_url}: the server rejected the API key "
                          f"(from ${self.cfg.api_key_env})")
 
@@ -426,15 +446,16 @@ class OpenAIBackend:
                 except (openai.AuthenticationError, openai.PermissionDeniedError):
                     raise self._bad_key() from None
                 except openai.NotFoundError as err:
-                    raise UserError(f"teacher.model: the server at {cfg.base_url} says: {err.message}") from None
+                    raise UserError(f"teacher.model: the server at {cfg.base_url} says: "
+                                    f"{self._error(err.message)}") from None
                 except openai.APIStatusError as err:  # llama-cpp-python reports a bad request field as a 500
                     if request.get("schema") and "response_format" in str(err):
                         raise UserError(f"teacher.response_format: the server at {cfg.base_url} does not accept "
-                                        f"'{cfg.response_format}' (try json_object or none): {str(err)[:150]}") from None
-                    reply = {"text": "", "error": f"{type(err).__name__}: {str(err)[:200]}",
+                                        f"'{cfg.response_format}' (try json_object or none): {self._error(err, 150)}") from None
+                    reply = {"text": "", "error": f"{type(err).__name__}: {self._error(err)}",
                              "prompt_tokens": 0, "completion_tokens": 0}
                 except (openai.APIError, BadReply, ValueError) as err:  # still failing after every retry
-                    reply = {"text": "", "error": f"{type(err).__name__}: {str(err)[:200]}",
+                    reply = {"text": "", "error": f"{type(err).__name__}: {self._error(err)}",
                              "prompt_tokens": 0, "completion_tokens": 0}
             calls.done(i, reply)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import UserError
 from .config import StudentConfig
-from .student import _common_prefix, resolve_model
+from .student import _common_prefix, resolve_model, shorten
 
 
 def wanted(cfg: StudentConfig) -> bool:
@@ -102,7 +102,7 @@ class VLLMStudent:
             return []
         lora = self._target(model_dir, iteration)
         tok = self.llm.get_tokenizer()
-        prompts = [task.student_prompt(ex) for ex in examples]
+        prompts = shorten(tok, [task.student_prompt(ex) for ex in examples], self.cfg.max_length)
         if task.mode == "choices":
             cands = [task.candidates(ex) for ex in examples]
             requests = candidate_requests(tok, prompts, cands)

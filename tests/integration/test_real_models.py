@@ -220,3 +220,26 @@ def test_embedding_judge_with_the_packaged_minilm(intent_files):
     assert verdicts[1].startswith("judge: nearest to label 'weather'")
     with pytest.raises(UserError, match="filters.judge_model"):
         EmbeddingJudge(task, seed, str(intent_files[0].parent / "no-such-model"))
+
+
+def test_rows_longer_than_max_length_are_counted_and_long_prompts_evaluate_quickly(smol, tmp_path):
+    """A huge training row is left out with a count (not silently), and evaluating a huge prompt neither crashes
+    nor takes minutes: it is cut to student.max_length tokens in the middle."""
+    import time
+
+    from llm2llm.config import StudentConfig
+    from llm2llm.tasks import make_task
+
+    model, tok = smol
+    huge = "and then it rained " * 20_000  # ~100k tokens
+    rows = [{"prompt": f"Request: {t}\nIntent:", "completion": f" {label}"}
+            for t, label in [("wake me at six", "alarm"), ("play jazz", "music"), (huge, "weather")]]
+    cfg = StudentConfig(epochs=1, batch_size=2, lr=1e-3, max_length=32)
+    _, stats = student.fit(model, tok, rows, cfg, tmp_path / "m", progress=False)
+    assert stats["dropped_rows"] == 1 and stats["cut_rows"] == 0
+    task = make_task(TaskConfig(type="classification", prompt_template="Request: {input}\nIntent:"),
+                     [{"text": "x", "label": "alarm"}, {"text": "y", "label": "weather"}])
+    start = time.time()
+    answers = student.predict(model, tok, task, [{"text": huge, "label": "weather"}, {"text": "hi", "label": "alarm"}],
+                              batch_size=8, max_prompt_tokens=cfg.max_length)
+    assert len(answers) == 2 and set(answers) <= {" alarm", " weather"} and time.time() - start < 30

@@ -95,7 +95,7 @@ def test_seed_size_larger_than_data(intent_files):
 
 def test_template_with_unknown_field(intent_files):
     cfg = build_config(config_dict(*intent_files, task={"prompt_template": "{sentence} ->"}))
-    with pytest.raises(UserError, match=r"train.jsonl:1: task template uses \{sentence\}"):
+    with pytest.raises(UserError, match=r"train.jsonl:1: task.prompt_template uses \{sentence\}"):
         load(cfg)
 
 
