@@ -89,7 +89,11 @@ def to_records(rows: list[tuple[str, dict]], task: Task, split: str) -> list[dic
         seen[rid] = where
         records.append({**row, "id": rid, "origin": "seed", "parent_id": None, "iteration": 0,
                         "teacher_model": None})
+    shapes = set()  # with plain {name} fields, only the row's field names decide whether a template fills
     for (where, _), record in zip(rows, records):
+        if frozenset(record) in shapes:
+            continue
+        shapes.add(frozenset(record))
         try:
             task.check_templates(record)
         except UserError as err:
