@@ -1,0 +1,65 @@
+"""How far each judge can be trusted, per task: how often it gives seed examples their own label or answer.
+
+  embedding   nearest label centroid over MiniLM embeddings of the seed, leave-one-out (classification only)
+  teacher     the teacher (Qwen2.5-Coder-1.5B on llama.cpp by default), greedy, classifying / re-solving /
+              picking the option for the first --probe seed examples: what `judge: auto` measures at the start
+              of a run, and what it decides on
+
+    python benchmarks/judge_agreement.py [--tasks intent,sst2,gsm8k,casehold] [--probe 32] [--teacher qwen2.5-coder-1.5b]
+
+Final line: <task>_embedding=... <task>_teacher=... for each task.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from llm2llm import data, judge as judges  # noqa: E402
+from llm2llm.config import load_config  # noqa: E402
+from llm2llm.tasks import ClassificationTask, make_task  # noqa: E402
+from llm2llm.teacher import Cache, Teacher, make_backend  # noqa: E402
+
+CONFIGS = {"intent": "benchmarks/effect/intent.yaml", "sst2": "examples/sst2.yaml", "gsm8k": "examples/gsm8k.yaml",
+           "casehold": "examples/casehold.yaml"}
+
+
+def measure(name: str, teacher_model: str, probe: int) -> tuple[float | None, float, float]:
+    cfg = load_config(ROOT / CONFIGS[name], [f"data.seed_size={max(probe, 36)}", "teacher.backend=llamacpp",
+                                             f"teacher.model={teacher_model}"])
+    task, seed, _ = data.load_splits(cfg.data, lambda rows: make_task(cfg.task, rows))
+    embedding = None
+    if isinstance(task, ClassificationTask):
+        embedding = judges.make_judge("embedding", cfg.filters.judge_model, task, seed).seed_agreement
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher = Teacher(cfg.teacher, Cache(Path(tmp) / "c.sqlite"), make_backend(cfg.teacher))
+        t0 = time.time()
+        share, _ = judges.teacher_seed_agreement(task, seed, teacher, probe)
+    return embedding, share, time.time() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="intent,sst2,gsm8k,casehold")
+    parser.add_argument("--probe", type=int, default=32)
+    parser.add_argument("--teacher", default="qwen2.5-coder-1.5b")
+    args = parser.parse_args()
+    figures = []
+    print(f"| task | embedding judge (leave-one-out) | teacher judge ({args.teacher}, {args.probe} seed) | seconds |")
+    print("|---|---|---|---|")
+    for name in args.tasks.split(","):
+        embedding, teacher, seconds = measure(name, args.teacher, args.probe)
+        shown = f"{embedding:.2f}" if embedding is not None else "n/a"
+        print(f"| {name} | {shown} | {teacher:.2f} | {seconds:.0f} |", flush=True)
+        figures += ([f"{name}_embedding={embedding:.2f}"] if embedding is not None else []) + \
+            [f"{name}_teacher={teacher:.2f}"]
+    print(" ".join(figures))
+
+
+if __name__ == "__main__":
+    main()
