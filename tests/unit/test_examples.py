@@ -6,15 +6,24 @@ import pytest
 from conftest import write_jsonl
 from llm2llm.config import load_config
 from llm2llm.data import load_splits
+from llm2llm.student import check_model
 from llm2llm.tasks import make_task
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.mark.parametrize("name", ["gsm8k", "sst2", "casehold", "trec", "snips", "custom_plurals"])
-def test_example_config_validates(name):
+def test_example_config_names_files_and_models_that_exist(name, monkeypatch):
+    """Beyond validating: every local file the config reads is there (run from the repository root, with
+    ../shared beside it, as the README says), and its models pass the run's own pre-flight check."""
+    monkeypatch.chdir(EXAMPLES.parent)
     cfg = load_config(EXAMPLES / f"{name}.yaml")
-    assert cfg.loop.iterations >= 1
+    for source in (cfg.data.train, cfg.data.test):
+        if source is not None and source.path:
+            assert Path(source.path).is_file(), source.path
+    check_model(cfg.student.model, cfg.student.gguf_file, "student.model")
+    if cfg.teacher.backend == "local":
+        check_model(cfg.teacher.model, cfg.teacher.gguf_file, "teacher.model")
 
 
 @pytest.mark.parametrize("path", sorted((EXAMPLES.parent / "benchmarks" / "effect").glob("*.yaml")), ids=lambda p: p.stem)
@@ -66,3 +75,19 @@ def test_benchmark_inputs_follow_the_current_interfaces():
     assert len(requests) == 4 and all(r["messages"] and r["schema"] for r in requests)
     task, seed = eval_speed.split({"type": "math"}, "gsm8k", "test.jsonl", 3)
     assert len(seed) == 3 and task.student_prompt(seed[0]).startswith("Question: ")
+
+
+def test_a_missing_tool_skips_a_test_but_fails_it_in_ci(monkeypatch):
+    from conftest import require, require_module
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        require(False, "chromium")
+    with pytest.raises(pytest.skip.Exception):
+        require_module("no_such_module_here", "install it")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="chromium is missing, and CI=true"):
+        require(False, "chromium")
+    with pytest.raises(pytest.fail.Exception, match="no_such_module_here"):
+        require_module("no_such_module_here", "install it")
+    require(True, "chromium")  # present: nothing happens
