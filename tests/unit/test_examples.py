@@ -69,8 +69,8 @@ def test_benchmark_inputs_follow_the_current_interfaces():
     import sys
 
     sys.path.insert(0, str(EXAMPLES.parent))
-    throughput, eval_speed = (importlib.import_module(f"benchmarks.{name}")
-                              for name in ("teacher_throughput", "eval_speed"))
+    throughput, eval_speed, _, _ = (importlib.import_module(f"benchmarks.{name}")
+                                    for name in ("teacher_throughput", "eval_speed", "train_speed", "demo_memory"))
     requests = throughput.sst2_requests(4)
     assert len(requests) == 4 and all(r["messages"] and r["schema"] for r in requests)
     task, seed = eval_speed.split({"type": "math"}, "gsm8k", "test.jsonl", 3)
@@ -91,3 +91,20 @@ def test_a_missing_tool_skips_a_test_but_fails_it_in_ci(monkeypatch):
     with pytest.raises(pytest.fail.Exception, match="no_such_module_here"):
         require_module("no_such_module_here", "install it")
     require(True, "chromium")  # present: nothing happens
+
+
+def test_the_hosted_benchmarks_upstream_replays_each_recorded_reply_after_its_delay():
+    import importlib
+    import sys
+    import time
+
+    sys.path.insert(0, str(EXAMPLES.parent))
+    throughput = importlib.import_module("benchmarks.teacher_throughput")
+    requests = throughput.sst2_requests(3)
+    recorded = [{"text": f"reply {i}", "prompt_tokens": 10 + i, "completion_tokens": 3} for i in range(len(requests))]
+    with throughput.ReplayServer(requests, recorded, 16, 0.3) as upstream:
+        t0 = time.perf_counter()
+        _, replies = throughput.ours(upstream.url + "/v1", requests, 4, 16)
+        elapsed = time.perf_counter() - t0
+    assert [(r["text"], r["prompt_tokens"]) for r in replies] == [(r["text"], r["prompt_tokens"]) for r in recorded]
+    assert upstream.most_in_flight == 3 and elapsed >= 0.3  # all three in flight at once, each after the delay
