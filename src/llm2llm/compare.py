@@ -55,6 +55,7 @@ def summarise(runs: dict[int, dict], seconds: dict[int, float]) -> dict:
                 "test_accuracy", "seed_accuracy", "train_size", "wrong", "generated", "proposed", "accepted",
                 "rejected", "judged_out")}})
     return {"seeds": seeds, "accuracy": acc, "gain": gain, "iterations": per_iter,
+            "llm2llm_iterations": sorted({runs[s]["llm2llm"][-1]["iteration"] for s in seeds}),
             "minutes_per_seed": {s: round(seconds[s] / 60, 1) for s in seeds}}
 
 
@@ -64,7 +65,10 @@ def markdown(summary: dict, title: str) -> str:
     lines = [f"### {title}", "", f"Test accuracy over {n} seed samples (sampling seeds {summary['seeds']}): "
              "mean ± standard deviation [min, max]; gain = the arm's accuracy minus plain fine-tuning's, per seed.", "",
              "| method | test accuracy | gain over plain | per seed |", "|---|---|---|---|"]
-    names = {"plain": "plain fine-tuning (iteration 0)", "llm2llm": "LLM2LLM (3 iterations)",
+    done = summary["llm2llm_iterations"]  # the iteration each seed's final accuracy is from (a budget may stop it)
+    count = str(done[0]) if len(done) == 1 else f"{done[0]}-{done[-1]}"
+    names = {"plain": "plain fine-tuning (iteration 0)",
+             "llm2llm": f"LLM2LLM ({count} iteration{'' if done == [1] else 's'})",
              "random": "random augmentation (same teacher calls)"}
     for arm in ARMS:
         a = acc[arm]

@@ -21,7 +21,7 @@ from . import data, filters, judge as judges, student, vllm_student
 from .config import RunConfig
 from .store import RunStore
 from .tasks import make_task
-from .teacher import Budget, Cache, Teacher, estimate_tokens, make_backend
+from .teacher import Budget, Cache, Teacher, make_backend
 
 
 # config fields that change how a run goes, not what it produces: they may differ on resume
@@ -60,6 +60,9 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
     console = console or Console()
     # everything that can be checked is checked before the run dir is touched or a model loaded
     task, seed, test = data.load_splits(cfg.data, lambda rows: make_task(cfg.task, rows))
+    student.check_model(cfg.student.model, cfg.student.gguf_file, "student.model")
+    if cfg.teacher.backend == "local":
+        student.check_model(cfg.teacher.model, cfg.teacher.gguf_file, "teacher.model")
     remote = make_backend(cfg.teacher) if cfg.teacher.backend != "local" else None
     judge = judges.make_judge(cfg.filters.judge, cfg.filters.judge_model, task, seed)
     store.open(cfg.model_dump(mode="json"), free_fields=FREE_FIELDS)
@@ -95,6 +98,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
                 model = student.load_trained(start, store.model_dir(it), cfg.student)
             else:
                 console.print(f"[bold]iteration {it}[/]: training on {len(train_set)} examples")
+                store.mark_stage(it, "train")
                 rows = student.training_rows(task, train_set)
                 if cfg.student.accelerate_args:  # DDP / FSDP / DeepSpeed processes; the model comes back on disk
                     stats = student.train_launched(rows, cfg.student, store.model_dir(it))
@@ -115,6 +119,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
         parents = seed if cfg.loop.parents == "seed" else train_set
 
         def predict(examples, label):
+            store.mark_stage(it, "evaluate")
             if engine:  # vLLM: the base model plus this iteration's adapter (or its weights), on the GPU
                 return engine.predict(task, examples, store.model_dir(it), it)
             return student.predict(model, tok, task, examples, cfg.student.eval_batch_size, label, cfg.student.max_length)
@@ -138,8 +143,12 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
                 stop = "budget"
             else:
                 calls = teacher_stage(store, it, teacher, requests, console)
-                kept = functools.cache(lambda: sifted(store, it, judge, filters.keep(
-                    task, calls, train_set, test, it + 1, teacher.model_name, cfg.filters), teacher))
+
+                def sift():
+                    store.mark_stage(it, "filter")
+                    return sifted(store, it, judge, filters.keep(
+                        task, calls, train_set, test, it + 1, teacher.model_name, cfg.filters), teacher)
+                kept = functools.cache(sift)
                 accepted = stage(store, it, "accepted.jsonl", lambda: kept()[0])
                 rejected = stage(store, it, "rejected.jsonl", lambda: kept()[1])
             clock["teacher_s"] = round(time.time() - t0, 1)
@@ -216,7 +225,7 @@ def out_of_budget(teacher: Teacher, requests: list[dict]) -> bool:
     """True when not even the smallest of this stage's calls fits in what is left of the budget."""
     if teacher.budget is None or not requests:
         return False
-    return not teacher.budget.affords(min(estimate_tokens(r, teacher.cfg.max_tokens) for r in requests))
+    return not teacher.budget.affords(min(teacher.most_tokens(r, teacher.cfg.max_tokens) for r in requests))
 
 
 def choose_randomly(parents: list[dict], preds: list[dict], n_wrong: int, iteration: int,
@@ -263,8 +272,10 @@ def teacher_stage(store: RunStore, iteration: int, teacher: Teacher, requests: l
 def ask_teacher(teacher: Teacher, requests: list[dict], store: RunStore, console: Console) -> list[dict]:
     """The replies with what produced them. A call the budget did not allow is kept as
     {"skipped": "budget"}, so the record also says what was not asked."""
-    replies = teacher.complete(requests)
     iteration = requests[0]["iteration"] if requests else 0
+    if requests:
+        store.mark_stage(iteration, "teacher")
+    replies = teacher.complete(requests)
     if requests:
         store.write_json(iteration, "teacher_stats.json", teacher.tally.as_dict())
     if teacher.tally.made or teacher.tally.skipped:

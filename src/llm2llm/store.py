@@ -2,7 +2,8 @@
 
 RUN/config.yaml, RUN/metrics.jsonl, RUN/cache.sqlite, and per iteration RUN/iter_NNN/ with
 train.jsonl, pred_seed.jsonl, pred_test.jsonl, wrong.jsonl, teacher_calls.jsonl (and teacher_stats.json: calls,
-retries, failures, req/s), accepted.jsonl, rejected.jsonl and model/. A stage is done when its output file exists.
+retries, failures, req/s), accepted.jsonl, rejected.jsonl, model/ and STAGE (the stage started last). A stage is
+done when its output file exists.
 """
 from __future__ import annotations
 
@@ -186,6 +187,11 @@ class RunStore:
         rows = [r for r in self.metrics() if r["iteration"] != row["iteration"]] + [row]
         rows.sort(key=lambda r: r["iteration"])
         atomic_write(self.root / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+    def mark_stage(self, iteration: int, name: str) -> None:
+        """iter_NNN/STAGE names the stage this iteration started last (train, evaluate, teacher, filter): it is
+        in progress while its output is missing. For watching a run (the crash-safety test); never read back."""
+        atomic_write(self.path(iteration, "STAGE"), name + "\n")
 
     # -- models -----------------------------------------------------------------------------
     def model_dir(self, iteration: int) -> Path:

@@ -2,8 +2,8 @@
 
 Training is the transformers Trainer on prompt/completion pairs (loss on the completion only, batches
 grouped by length), with LoRA (peft) or full fine-tuning; it runs the same in-process or under
-`accelerate launch`. (TRL's SFTTrainer does the same job; on CPU it measured slower here, see
-benchmarks/train_speed.py.)
+`accelerate launch`. (TRL's SFTTrainer does the same job; benchmarks/train_speed.py compares the
+two.)
 Prediction scores the candidate answers in one forward pass for classification and choice tasks,
 and runs batched greedy generation (left padding, length-sorted) for generative tasks.
 """
@@ -13,6 +13,7 @@ import copy
 import importlib.util
 import inspect
 import itertools
+import re
 import warnings
 from pathlib import Path
 
@@ -41,6 +42,28 @@ def resolve_model(spec: str, gguf_file: str | None = None) -> tuple[str, str | N
     if spec.startswith((".", "/", "~")) and not path.exists():
         raise UserError(f"{spec}: no such model directory")
     return spec, gguf_file  # a local directory or a Hugging Face hub id
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")  # "name" or "owner/name"
+
+
+def check_model(spec: str, gguf_file: str | None, field: str) -> None:
+    """Before anything is written: the model is a directory or file here, the embedded one installed, or a
+    name shaped like a Hugging Face hub id (and in the local cache when HF_HUB_OFFLINE is set). No network."""
+    try:
+        where, gguf = resolve_model(spec, gguf_file)
+    except UserError as err:
+        raise UserError(f"{field}: {err}") from None
+    if Path(where).is_dir():
+        if gguf and not (Path(where) / gguf).is_file():
+            raise UserError(f"{field}: no GGUF file '{gguf}' in {where}")
+        return
+    if not HUB_ID.fullmatch(where) or "--" in where or ".." in where:
+        raise UserError(f"{field} '{spec}': no such directory or file here, and not a Hugging Face hub id")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(where, gguf or "config.json"), str):
+        raise UserError(f"{field} '{spec}': not in the local Hugging Face cache, and HF_HUB_OFFLINE is set")
 
 
 def load(spec: str, gguf_file: str | None = None):

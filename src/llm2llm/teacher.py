@@ -56,9 +56,25 @@ class Cache:
 
 
 def estimate_tokens(request: dict, max_tokens: int) -> tuple[int, int]:
-    """A call's most likely prompt tokens (about 3 characters each, erring high) and its most completion tokens."""
+    """A call's likely prompt tokens (about 3 characters each) and its most completion tokens: what a
+    provider's tokens-per-minute limit counts. Not a bound: the budget uses `most_tokens`."""
     chars = sum(len(m["content"]) for m in request["messages"])
     return chars // 3 + 8 * len(request["messages"]), max_tokens
+
+
+# chat-template tokens around each message, and the template's own (a default system prompt, the reply's header)
+MESSAGE_OVERHEAD, TEMPLATE_OVERHEAD = 16, 64
+
+
+def most_tokens(request: dict, max_tokens: int, tokenizer=None) -> tuple[int, int]:
+    """The most (prompt, completion) tokens a call can cost. The prompt is counted with the teacher's own
+    tokenizer and chat template when they are known (the local backend); otherwise it is one token per UTF-8
+    byte of the messages (a token is never shorter than a byte) plus the template's tokens around them."""
+    if tokenizer is not None:
+        text = tokenizer.apply_chat_template(request["messages"], tokenize=False, add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False).input_ids), max_tokens
+    size = sum(len(m["content"].encode("utf-8")) + MESSAGE_OVERHEAD for m in request["messages"])
+    return size + TEMPLATE_OVERHEAD, max_tokens
 
 
 class Budget:
@@ -147,7 +163,7 @@ class Calls:
         budget = self.teacher.budget
         if budget is None:
             return True
-        estimate = estimate_tokens(self.requests[i], self.params["max_tokens"])
+        estimate = self.teacher.most_tokens(self.requests[i], self.params["max_tokens"])
         if not budget.reserve(estimate):
             self.tally.skipped += 1
             self._show()
@@ -197,6 +213,10 @@ class Teacher:
     @property
     def model_name(self) -> str:
         return self.cfg.model
+
+    def most_tokens(self, request: dict, max_tokens: int) -> tuple[int, int]:
+        """What the budget reserves for a call before it starts; its real usage is settled when it returns."""
+        return most_tokens(request, max_tokens, getattr(self.backend, "tokenizer", None))
 
     def key(self, request: dict, params: dict | None = None) -> str:
         """The call's identity; the iteration is part of it so that each round asks anew."""

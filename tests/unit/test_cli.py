@@ -41,6 +41,16 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, intent_files):
         "unreachable_teacher": ({**good, "teacher": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1",
                                                     "model": "m", "max_retries": 0}}, "teacher.base_url: cannot reach"),
         "seed_too_big": ({**good, "data": {**good["data"], "seed_size": 99}}, "data.seed_size: 99 is more"),
+        "missing_student_dir": ({**good, "student": {"model": str(tmp_path / "no-model")}},
+                                f"student.model: {tmp_path / 'no-model'}: no such model directory"),
+        "missing_student_gguf": ({**good, "student": {"model": "weights/model.gguf"}},
+                                 "student.model: weights/model.gguf: no such GGUF file"),
+        "student_not_a_name": ({**good, "student": {"model": "my model"}},
+                               "student.model 'my model': no such directory or file here, and not a Hugging Face"),
+        "missing_teacher_dir": ({**good, "teacher": {"backend": "local", "model": "./no-teacher"}},
+                                "teacher.model: ./no-teacher: no such model directory"),
+        "llamacpp_teacher_not_gguf": ({**good, "teacher": {"model": "./no-teacher"}},
+                                      "teacher.model './no-teacher': the llamacpp teacher needs a named model"),
     }
     for name, (tree, message) in cases.items():
         path = tmp_path / f"{name}.yaml"

@@ -126,3 +126,22 @@ def test_sample_is_deterministic():
     rows = list(range(100))
     assert sample(rows, 10, random.Random(3), "x") == sample(rows, 10, random.Random(3), "x")
     assert sample(rows, None, random.Random(3), "x") is rows
+
+
+def test_model_check_needs_no_network(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from llm2llm import UserError
+    from llm2llm.student import check_model
+
+    (tmp_path / "mine").mkdir()
+    check_model(str(tmp_path / "mine"), None, "student.model")  # a local directory
+    check_model("HuggingFaceTB/SmolLM2-135M-Instruct", None, "student.model")  # a hub id: left to the hub
+    for bad, message in [("org/name/extra", "not a Hugging Face hub id"), ("-lead", "not a Hugging Face hub id"),
+                         (str(tmp_path / "mine"), "no GGUF file 'w.gguf'")]:
+        with pytest.raises(UserError, match=message):
+            check_model(bad, "w.gguf" if bad.endswith("mine") else None, "student.model")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(UserError, match="teacher.model 'someone/uncached': not in the local Hugging Face cache"):
+        check_model("someone/uncached", None, "teacher.model")

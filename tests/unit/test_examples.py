@@ -6,15 +6,24 @@ import pytest
 from conftest import write_jsonl
 from llm2llm.config import load_config
 from llm2llm.data import load_splits
+from llm2llm.student import check_model
 from llm2llm.tasks import make_task
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.mark.parametrize("name", ["gsm8k", "sst2", "casehold", "trec", "snips", "custom_plurals"])
-def test_example_config_validates(name):
+def test_example_config_names_files_and_models_that_exist(name, monkeypatch):
+    """Beyond validating: every local file the config reads is there (run from the repository root, with
+    ../shared beside it, as the README says), and its models pass the run's own pre-flight check."""
+    monkeypatch.chdir(EXAMPLES.parent)
     cfg = load_config(EXAMPLES / f"{name}.yaml")
-    assert cfg.loop.iterations >= 1
+    for source in (cfg.data.train, cfg.data.test):
+        if source is not None and source.path:
+            assert Path(source.path).is_file(), source.path
+    check_model(cfg.student.model, cfg.student.gguf_file, "student.model")
+    if cfg.teacher.backend == "local":
+        check_model(cfg.teacher.model, cfg.teacher.gguf_file, "teacher.model")
 
 
 @pytest.mark.parametrize("path", sorted((EXAMPLES.parent / "benchmarks" / "effect").glob("*.yaml")), ids=lambda p: p.stem)
@@ -60,9 +69,42 @@ def test_benchmark_inputs_follow_the_current_interfaces():
     import sys
 
     sys.path.insert(0, str(EXAMPLES.parent))
-    throughput, eval_speed = (importlib.import_module(f"benchmarks.{name}")
-                              for name in ("teacher_throughput", "eval_speed"))
+    throughput, eval_speed, _, _ = (importlib.import_module(f"benchmarks.{name}")
+                                    for name in ("teacher_throughput", "eval_speed", "train_speed", "demo_memory"))
     requests = throughput.sst2_requests(4)
     assert len(requests) == 4 and all(r["messages"] and r["schema"] for r in requests)
     task, seed = eval_speed.split({"type": "math"}, "gsm8k", "test.jsonl", 3)
     assert len(seed) == 3 and task.student_prompt(seed[0]).startswith("Question: ")
+
+
+def test_a_missing_tool_skips_a_test_but_fails_it_in_ci(monkeypatch):
+    from conftest import require, require_module
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        require(False, "chromium")
+    with pytest.raises(pytest.skip.Exception):
+        require_module("no_such_module_here", "install it")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="chromium is missing, and CI=true"):
+        require(False, "chromium")
+    with pytest.raises(pytest.fail.Exception, match="no_such_module_here"):
+        require_module("no_such_module_here", "install it")
+    require(True, "chromium")  # present: nothing happens
+
+
+def test_the_hosted_benchmarks_upstream_replays_each_recorded_reply_after_its_delay():
+    import importlib
+    import sys
+    import time
+
+    sys.path.insert(0, str(EXAMPLES.parent))
+    throughput = importlib.import_module("benchmarks.teacher_throughput")
+    requests = throughput.sst2_requests(3)
+    recorded = [{"text": f"reply {i}", "prompt_tokens": 10 + i, "completion_tokens": 3} for i in range(len(requests))]
+    with throughput.ReplayServer(requests, recorded, 16, 0.3) as upstream:
+        t0 = time.perf_counter()
+        _, replies = throughput.ours(upstream.url + "/v1", requests, 4, 16)
+        elapsed = time.perf_counter() - t0
+    assert [(r["text"], r["prompt_tokens"]) for r in replies] == [(r["text"], r["prompt_tokens"]) for r in recorded]
+    assert upstream.most_in_flight == 3 and elapsed >= 0.3  # all three in flight at once, each after the delay

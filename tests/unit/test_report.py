@@ -50,8 +50,11 @@ def test_report_gives_the_spread_when_the_run_is_one_seed_sample_of_effect(tmp_p
     summary = summarise(runs, {0: 60.0, 1: 90.0})
     assert summary["accuracy"]["plain"]["mean"] == 0.55 and round(summary["gain"]["llm2llm"]["mean"], 4) == 0.05
     assert round(summary["gain"]["llm2llm"]["sd"], 4) == 0.0707 and [round(v, 4) for v in summary["gain"]["random"]["values"]] == [0.0, 0.1]
-    assert "| LLM2LLM (3 iterations) | 0.600 ± 0.000 [0.600, 0.600] | +0.050 ± 0.071 | 0.600, 0.600 |" in markdown(
+    # each seed's run has iterations 0 and 1: LLM2LLM's accuracy is after 1 iteration
+    assert "| LLM2LLM (1 iteration) | 0.600 ± 0.000 [0.600, 0.600] | +0.050 ± 0.071 | 0.600, 0.600 |" in markdown(
         summary, "t")
+    longer = {**runs, 2: {"llm2llm": rows([0.5, 0.6, 0.7]), "random": rows([0.5, 0.5, 0.5])}}
+    assert "| LLM2LLM (1-2 iterations) |" in markdown(summarise(longer, {0: 1, 1: 1, 2: 1}), "t")
     (tmp_path / "effect.json").write_text(json.dumps(summary))
     store = RunStore(tmp_path / "seed_0" / "llm2llm")
     store.open({})

@@ -57,23 +57,80 @@ def test_key_depends_on_iteration_sample_and_params(tmp_path):
 
 
 def test_budget_stops_generation_and_counts_cached_replies(tmp_path):
-    cfg = TeacherConfig(max_tokens=20, budget_tokens=120)
+    cfg = TeacherConfig(max_tokens=20, budget_tokens=200)
     cache = Cache(tmp_path / "c.sqlite")
     backend = RecordingBackend()
     teacher = Teacher(cfg, cache, backend, Budget(cfg))
     replies = teacher.complete([req(t) for t in "abcdef"])
-    # each call reserves its prompt estimate plus max_tokens before it starts and costs 50 tokens
+    # each call reserves the most it can cost before it starts (1 byte + 16 + 64 prompt tokens, 20 completion
+    # tokens: 101) and costs 50: a, then b (50 + 101 <= 200); c would need 100 + 101
     assert backend.asked == ["a", "b"] and replies[2:] == [None] * 4
     assert teacher.tally.skipped == 4 and teacher.budget.tokens == 100 and teacher.budget.refused
     # a resumed stage: the cached replies count against a fresh budget too, so nothing new is asked
     again = Teacher(cfg, cache, RecordingBackend(), Budget(cfg))
     assert again.complete([req(t) for t in "abcdef"])[:2] == [dict(r, cached=True) for r in replies[:2]]
     assert again.backend.asked == [] and again.budget.tokens == 100
-    # money: 50 tokens at 1000 per million = 0.05 each
-    priced = TeacherConfig(max_tokens=20, price_per_million={"prompt": 1000, "completion": 1000}, budget_cost=0.07)
+    # money: 50 tokens at 1000 per million = 0.05 each; a call reserves 101 tokens' worth (0.101)
+    priced = TeacherConfig(max_tokens=20, price_per_million={"prompt": 1000, "completion": 1000}, budget_cost=0.12)
     teacher = Teacher(priced, Cache(tmp_path / "d.sqlite"), RecordingBackend(), Budget(priced))
     teacher.complete([req(t) for t in "abcdef"])
     assert teacher.backend.asked == ["a"] and teacher.budget.cost == pytest.approx(0.05)
+
+
+class ConcurrentBackend:
+    """Starts every call the budget allows before any returns (all in flight at once, as with a large
+    `concurrency`), then answers them in a random order, each with a server's own token count: the template's
+    20 to 40 tokens plus a quarter to all of the message's bytes (a fake for pure budget logic)."""
+
+    def __init__(self, rng):
+        self.rng, self.made = rng, 0
+
+    def complete(self, items, todo, params, calls):
+        started = [(i, request) for i, request, _ in items if i in todo and calls.start(i)]
+        self.rng.shuffle(started)
+        for i, request in started:
+            size = sum(len(m["content"].encode()) for m in request["messages"])
+            calls.done(i, {"text": "x", "prompt_tokens": self.rng.randint(20 + size // 4, 40 + size),
+                           "completion_tokens": self.rng.randint(1, params["max_tokens"])})
+            self.made += 1
+
+
+def test_budget_cap_holds_when_every_call_is_in_flight_at_once(tmp_path):
+    """Whatever the prompts (ASCII or not, short or long) and the order replies come back in, the tokens and
+    money spent never exceed the cap, though every allowed call starts before any has returned."""
+    import random
+
+    rng = random.Random(0)
+    words = ["a", "wake me at six", "réveille-moi à six heures", "六時に起こして", "🙂 play jazz", "x" * 300]
+    for trial in range(200):
+        requests = [req(" ".join(rng.choices(words, k=rng.randint(1, 4))), sample=j) for j in range(rng.randint(1, 12))]
+        price = {"prompt": 1000, "completion": 3000}
+        cfg = TeacherConfig(max_tokens=rng.choice([8, 20, 64]), budget_tokens=rng.randint(100, 3000),
+                            price_per_million=price, budget_cost=rng.choice([None, rng.uniform(0.1, 3.0)]))
+        backend = ConcurrentBackend(rng)
+        teacher = Teacher(cfg, Cache(tmp_path / f"{trial}.sqlite"), backend, Budget(cfg))
+        replies = teacher.complete(requests)
+        spent = sum(r["prompt_tokens"] + r["completion_tokens"] for r in replies if r)
+        assert spent <= cfg.budget_tokens, (trial, spent, cfg.budget_tokens, backend.made)
+        if cfg.budget_cost is not None:
+            assert teacher.budget.cost <= cfg.budget_cost, (trial, teacher.budget.cost, cfg.budget_cost)
+        assert teacher.tally.made == backend.made == sum(r is not None for r in replies)
+
+
+def test_budget_counts_with_the_local_teachers_tokenizer(tmp_path):
+    class Tokenizer:  # stands for a chat template and tokenizer: 5 tokens of template, one per word
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            return "<s> <user> " + " ".join(m["content"] for m in messages) + " </user> <assistant>"
+
+        def __call__(self, text, add_special_tokens):
+            return type("Encoding", (), {"input_ids": text.split()})()
+
+    backend = RecordingBackend()
+    backend.tokenizer = Tokenizer()
+    teacher = Teacher(TeacherConfig(), Cache(tmp_path / "c.sqlite"), backend)
+    assert teacher.most_tokens(req("wake me at six"), 20) == (4 + 4, 20)
+    backend.tokenizer = None  # a server: a bound from the bytes
+    assert teacher.most_tokens(req("wake me at six"), 20) == (14 + 16 + 64, 20)
 
 
 def test_budget_cost_needs_a_price():
