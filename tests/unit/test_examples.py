@@ -66,3 +66,24 @@ def test_benchmark_inputs_follow_the_current_interfaces():
     assert len(requests) == 4 and all(r["messages"] and r["schema"] for r in requests)
     task, seed = eval_speed.split({"type": "math"}, "gsm8k", "test.jsonl", 3)
     assert len(seed) == 3 and task.student_prompt(seed[0]).startswith("Question: ")
+
+
+@pytest.mark.skipif(not (EXAMPLES.parents[1] / "shared" / "data" / "casehold").exists(), reason="needs ../shared/data")
+def test_strong_study_configs_hold_out_the_test_sets_the_issue_asks_for(monkeypatch):
+    """Issue 14: strong teacher on llama.cpp; SST-2 test = the 872-row validation split; CaseHOLD 300 rows held out,
+    the same for every seed sample, seed from the rest; GSM8K 200 fixed test problems with the 0.5B Qwen student."""
+    monkeypatch.chdir(EXAMPLES.parent)  # configs name their data relative to the repo root
+    sizes = {}
+    for name in ("sst2", "intent", "casehold", "gsm8k"):
+        cfg = load_config(EXAMPLES.parent / "benchmarks" / "effect" / f"{name}_strong.yaml")
+        assert (cfg.teacher.backend, cfg.teacher.model) == ("llamacpp", "qwen2.5-coder-1.5b")
+        tests = []
+        for seed in (0, 1):
+            cfg.data.sampling_seed = seed
+            _, sample, test = load_splits(cfg.data, lambda r: make_task(cfg.task, r))
+            assert not {ex["id"] for ex in sample} & {ex["id"] for ex in test}
+            tests.append(sorted(ex["id"] for ex in test))
+        assert tests[0] == tests[1], name  # the paired comparison needs one test set for all seed samples
+        sizes[name] = len(tests[0])
+    assert sizes == {"sst2": 872, "intent": 162, "casehold": 300, "gsm8k": 200}
+    assert load_config(EXAMPLES.parent / "benchmarks" / "effect" / "gsm8k_strong.yaml").student.model == "qwen2.5-coder-0.5b"
