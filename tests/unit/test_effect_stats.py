@@ -107,3 +107,28 @@ def test_run_report_of_an_effect_seed_sample_shows_the_paired_intervals(tmp_path
     assert "LLM2LLM - random, paired: +0.060, 95% interval [+0.040, +0.080]: higher." in text
     assert "## Over the seed samples" in text and "| LLM2LLM - plain | +0.016 | 0.023 | [-0.013, +0.045] |" in text
     assert "<td>no detectable difference</td>" in page.read_text()
+
+
+def test_effect_benchmark_writes_its_block_between_the_markers_and_keeps_the_rest(tmp_path):
+    from benchmarks.effect import block, write_block
+
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\nfirst comparison\n<!-- effect:strong:begin -->\nold\n<!-- effect:strong:end -->\ntail\n")
+    out = tmp_path / "runs"
+    (out / "a_strong").mkdir(parents=True)
+    (out / "a_strong" / "effect.json").write_text(json.dumps({"seeds": [0, 1]}))
+    (out / "a_strong" / "effect.md").write_text("### a_strong.yaml\n\ntable\n")
+    (out / "a_strong" / "wall.json").write_text(json.dumps([{"minutes": 1.5}, {"minutes": 2.0}]))
+    (out / "b_strong" / "seed_0").mkdir(parents=True)
+    write_block(doc, "strong", block(["a_strong", "b_strong", "c_strong"], "0,1", out, "python benchmarks/effect.py"))
+    text = doc.read_text()
+    assert text.startswith("# Results\nfirst comparison\n<!-- effect:strong:begin -->\nWritten by") and "old" not in text
+    assert text.endswith("### a_strong.yaml\n\ntable\n<!-- effect:strong:end -->\ntail\n")
+    assert "| a_strong | benchmarks/effect/a_strong.yaml | done | 3.5 min over 2 invocation(s) |" in text
+    assert "| b_strong | benchmarks/effect/b_strong.yaml | stopped or running: seed_0 started | — |" in text
+    assert "| c_strong | benchmarks/effect/c_strong.yaml | not yet run | — |" in text
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no '<!-- effect:strong:begin -->'"):
+        write_block(bare, "strong", "x")
+    assert bare.read_text() == "no markers\n"
