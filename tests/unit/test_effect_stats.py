@@ -132,3 +132,41 @@ def test_effect_benchmark_writes_its_block_between_the_markers_and_keeps_the_res
     with pytest.raises(SystemExit, match="no '<!-- effect:strong:begin -->'"):
         write_block(bare, "strong", "x")
     assert bare.read_text() == "no markers\n"
+
+
+def test_select_setting_rule_best_validation_then_fewer_epochs_smaller_seed_lower_lr():
+    from benchmarks.select_setting import choose
+
+    rows = [{"epochs": 3, "lr": 1e-4, "seed_size": 24, "val_accuracy": 0.8},
+            {"epochs": 1, "lr": 3e-4, "seed_size": 48, "val_accuracy": 0.8},
+            {"epochs": 1, "lr": 1e-4, "seed_size": 48, "val_accuracy": 0.1 + 0.7},  # 0.7999999999999999: a tie
+            {"epochs": 2, "lr": 1e-4, "seed_size": 24, "val_accuracy": 0.75}]
+    assert choose(rows) is rows[2]
+    assert choose(rows[:2]) is rows[1] and choose([rows[0], rows[3]]) is rows[0]
+
+
+def test_select_setting_pool_never_holds_a_test_row(tmp_path, intent_files):
+    """Validation is held out of the pool; the pool is train minus the (fixed) held-out test set."""
+    import yaml
+
+    from benchmarks.select_setting import write_pool
+    from conftest import config_dict, write_jsonl
+    from llm2llm.config import load_config
+    from llm2llm.data import load_splits
+
+    rows = [{"id": f"r{i}", "text": f"request number {i}", "label": "ab"[i % 2]} for i in range(40)]
+    data = write_jsonl(tmp_path / "all.jsonl", rows)
+    tree = config_dict(data, data, data={"test": None, "test_size": 10, "seed_size": 5, "test_seed": 3})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    pool, size = write_pool(config, [], tmp_path / "sel")
+    cfg = load_config(config)
+    _, _, test = load_splits(cfg.data, lambda r: make_task(cfg.task, r))
+    pooled = [json.loads(x)["id"] for x in pool.read_text().splitlines()]
+    assert size == 5 and len(pooled) == 30 and not set(pooled) & {ex["id"] for ex in test}
+    tree["data"]["test_seed"] = None
+    config.write_text(yaml.safe_dump(tree))
+    from llm2llm import UserError
+
+    with pytest.raises(UserError, match="set data.test_seed"):
+        write_pool(config, [], tmp_path / "other")
