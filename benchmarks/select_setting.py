@@ -15,7 +15,8 @@ Pool = the task's training rows minus its test set (when the test set is held ou
 CaseHOLD: data.test_seed must fix it), written once to OUT/pool.jsonl. Validation = --val-size rows of the pool,
 held out with --val-seed (the same rows for every candidate and sampling seed); each seed is sampled from the rest.
 Each candidate and sampling seed is a run dir OUT/e<epochs>-lr<lr>-s<size>-seed<seed> (teacher.budget_tokens=1
-and filters.judge=none, so no teacher call is made); rerunning continues: finished candidates are read back.
+and filters.judge=none, so no teacher call is made: the "teacher budget reached" line each candidate prints is that
+stop); rerunning continues: finished candidates are read back.
 
     python benchmarks/select_setting.py benchmarks/effect/intent_strong.yaml --val-size 60 --out runs/select/intent
 Writes OUT/selection.md and OUT/selection.json.
