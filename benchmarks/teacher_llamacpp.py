@@ -7,6 +7,8 @@ the project's intent data, answered greedily (temperature 0) so that outputs can
   ours@k      Teacher.complete through the llamacpp backend with k slots and k calls in flight, server start
               and stop included (what a teacher stage costs)
   draft       ours@1 with the 0.5B Qwen as the draft model for speculative decoding (-md)
+  ngram       ours@1 with prompt-lookup decoding (llama-server's --spec-type ngram-simple: drafts copied from
+              earlier text of the same sequence)
 Each arm prints completion tokens/s and how many outputs equal the reference's.
 
     python benchmarks/teacher_llamacpp.py [--requests 12] [--model qwen2.5-coder-1.5b] [--max-tokens 160]
@@ -63,8 +65,10 @@ def reference(gguf: str, requests: list[dict], max_tokens: int) -> tuple[float, 
     return tokens / seconds, texts
 
 
-def ours(model: str, requests: list[dict], max_tokens: int, slots: int, draft: str | None = None):
-    cfg = TeacherConfig(model=model, max_tokens=max_tokens, temperature=0.0, concurrency=slots, draft_model=draft)
+def ours(model: str, requests: list[dict], max_tokens: int, slots: int, draft: str | None = None,
+         server_args: tuple[str, ...] = ()):
+    cfg = TeacherConfig(model=model, max_tokens=max_tokens, temperature=0.0, concurrency=slots, draft_model=draft,
+                        server_args=list(server_args))
     with tempfile.TemporaryDirectory() as tmp:
         teacher = Teacher(cfg, Cache(Path(tmp) / "c.sqlite"), LlamaCppBackend(cfg))
         t0 = time.perf_counter()
@@ -79,7 +83,7 @@ def main() -> None:
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--draft", default="qwen2.5-coder-0.5b")
     parser.add_argument("--max-tokens", type=int, default=160)
-    parser.add_argument("--slots", default="1,2,4", help="slot counts to try for ours")
+    parser.add_argument("--slots", default="1,2,4,8", help="slot counts to try for ours")
     args = parser.parse_args()
     requests = intent_requests(args.requests)
     gguf = str(models.gguf_path(args.model))
@@ -87,9 +91,10 @@ def main() -> None:
     ref, expected = reference(gguf, requests, args.max_tokens)
     print(f"reference (llama-server -np 1, sequential): {ref:.1f} completion tokens/s", flush=True)
     figures, rates = [], {}
-    arms = [(f"ours@{k}", int(k), None) for k in args.slots.split(",")] + [("draft", 1, args.draft)]
-    for name, slots, draft in arms:
-        rate, texts = ours(args.model, requests, args.max_tokens, slots, draft)
+    arms = [(f"ours@{k}", int(k), None, ()) for k in args.slots.split(",")] + [
+        ("draft", 1, args.draft, ()), ("ngram", 1, None, ("--spec-type", "ngram-simple"))]
+    for name, slots, draft, extra in arms:
+        rate, texts = ours(args.model, requests, args.max_tokens, slots, draft, extra)
         same = sum(a == b for a, b in zip(texts, expected))
         rates[name] = rate
         print(f"{name}: {rate:.1f} completion tokens/s ({rate / ref:.2f}x the reference), "

@@ -1,5 +1,6 @@
 """The paper's comparison: plain fine-tuning (iteration 0), LLM2LLM, and random augmentation with the same
-teacher calls, on one seed sample (`compare_once`) or over several (`effect`: mean and spread).
+teacher calls, on one seed sample (`compare_once`) or over several (`effect`: mean and spread, and paired
+differences per seed sample with a 95% paired-t interval).
 
 Both arms share iteration 0: the random arm reads the LLM2LLM run's training set and predictions for it
 instead of training and evaluating the same model again.
@@ -7,16 +8,21 @@ instead of training and evaluating the same model again.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
 
 from .config import load_config
 from .store import RunStore, atomic_write
+from .tasks import make_task
 
 ARMS = ("plain", "llm2llm", "random")
+PAIRS = (("llm2llm", "plain"), ("llm2llm", "random"), ("random", "plain"))  # paired differences: a - b per seed
+NAMES = {"plain": "plain", "llm2llm": "LLM2LLM", "random": "random"}
 
 
 def compare_once(config: Path, overrides: list[str], out: Path, console: Console, execute) -> dict:
@@ -39,32 +45,112 @@ def spread(values: list[float]) -> dict:
             "min": min(values), "max": max(values), "values": values}
 
 
-def summarise(runs: dict[int, dict], seconds: dict[int, float]) -> dict:
-    """Mean and spread of test accuracy per arm and of LLM2LLM's gain over plain fine-tuning, and LLM2LLM's
-    per-iteration figures (mean over seeds)."""
-    seeds = sorted(runs)
-    acc = {arm: spread([final_accuracy(runs[s]["llm2llm" if arm != "random" else "random"], arm) for s in seeds])
-           for arm in ARMS}
-    gain = {arm: spread([final_accuracy(runs[s][arm], arm) - runs[s]["llm2llm"][0]["test_accuracy"] for s in seeds])
-            for arm in ("llm2llm", "random")}
+def t975(df: int) -> float:
+    """The 0.975 quantile of Student's t with df degrees of freedom (scipy: a dependency of
+    sentence-transformers and datasketch, so always installed)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, df))
+
+
+def paired(diffs: list[float]) -> dict:
+    """Mean, sd and 95% paired-t interval of per-seed-sample differences, and what they say: "no detectable
+    difference" where the interval covers 0 (or there is one seed sample, so no interval), else higher/lower."""
+    n, mean = len(diffs), statistics.fmean(diffs)
+    sd = statistics.stdev(diffs) if n > 1 else 0.0
+    half = t975(n - 1) * sd / math.sqrt(n) if n > 1 else None
+    low, high = (mean - half, mean + half) if half is not None else (None, None)
+    if low is None or low <= 0 <= high:
+        verdict = "no detectable difference"
+    else:
+        verdict = "higher" if low > 0 else "lower"
+    return {"n": n, "mean": mean, "sd": sd, "low": low, "high": high, "verdict": verdict, "values": diffs}
+
+
+def kind_of(task, ex: dict) -> str:
+    """What an example is, for the distribution of what the teacher was given and what was kept:
+    classification: its label; choice: the index of the right option; math: the worked solution's steps (lines
+    before "####", 5 or more counted together)."""
+    if task.cfg.type == "math" or task.cfg.checker == "number":
+        head = str(ex.get(task.output_field, "")).split("####")[0]
+        steps = sum(1 for line in head.splitlines() if line.strip())
+        return f"{steps} steps" if steps < 5 else "5+ steps"
+    if task.cfg.type == "choice" or task.cfg.checker == "choice":
+        return f"option {ex.get(task.output_field)}"
+    return str(ex.get(task.output_field))
+
+
+def arm_details(store: RunStore, task) -> list[dict]:
+    """Per iteration with a teacher stage: the kinds of the examples sent to the teacher (the wrong ones, or the
+    random arm's chosen ones) and of the accepted ones, and the rejected replies by reason (up to its first ':')."""
+    out = []
+    for m in store.metrics():
+        it = m["iteration"]
+        if not store.has(it, "accepted.jsonl"):
+            continue
+        sent = store.read_jsonl(it, "chosen.jsonl" if store.has(it, "chosen.jsonl") else "wrong.jsonl")
+        out.append({"iteration": it, "parents": dict(Counter(kind_of(task, ex) for ex in sent)),
+                    "accepted": dict(Counter(kind_of(task, ex) for ex in store.read_jsonl(it, "accepted.jsonl"))),
+                    "reasons": dict(Counter(r["reason"].split(":")[0] for r in store.read_jsonl(it, "rejected.jsonl")))})
+    return out
+
+
+def _per_iteration(runs: dict[int, dict], seeds: list[int]) -> list[dict]:
+    """Each arm's per-iteration figures, mean over seed samples; tokens are the teacher's (and judge's), minutes
+    the iteration's training, evaluation and teacher time."""
     per_iter = []
     for arm in ("llm2llm", "random"):
         for it in range(min(len(runs[s][arm]) for s in seeds)):
             rows = [runs[s][arm][it] for s in seeds]
             per_iter.append({"arm": arm, "iteration": it, **{k: statistics.fmean(r.get(k, 0) for r in rows) for k in (
                 "test_accuracy", "seed_accuracy", "train_size", "wrong", "generated", "proposed", "accepted",
-                "rejected", "judged_out")}})
-    return {"seeds": seeds, "accuracy": acc, "gain": gain, "iterations": per_iter,
+                "rejected", "near_duplicates", "test_overlap", "not_examples", "judged_out")},
+                "tokens": statistics.fmean(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in rows),
+                "minutes": statistics.fmean(sum(r.get(k, 0) for k in ("train_s", "eval_s", "teacher_s"))
+                                            for r in rows) / 60})
+    return per_iter
+
+
+def _distributions(details: dict[int, dict], seeds: list[int]) -> list[dict]:
+    """Kinds sent to the teacher and kinds accepted, and rejects by reason, per arm and iteration, summed over seeds."""
+    out = []
+    for arm in ("llm2llm", "random"):
+        its = sorted({d["iteration"] for s in seeds for d in details.get(s, {}).get(arm, [])})
+        for it in its:
+            found = [d for s in seeds for d in details.get(s, {}).get(arm, []) if d["iteration"] == it]
+            out.append({"arm": arm, "iteration": it,
+                        **{k: dict(sum((Counter(d[k]) for d in found), Counter())) for k in ("parents", "accepted",
+                                                                                             "reasons")}})
+    return out
+
+
+def summarise(runs: dict[int, dict], seconds: dict[int, float], details: dict[int, dict] | None = None) -> dict:
+    """Mean and spread of test accuracy per arm and of each arm's gain over plain fine-tuning, the paired
+    differences between arms per seed sample with 95% intervals, per-iteration figures (mean over seeds), and
+    (from `details`: seed -> arm -> arm_details) the kinds sent and accepted per iteration (sum over seeds)."""
+    seeds = sorted(runs)
+    final = {arm: [final_accuracy(runs[s]["llm2llm" if arm != "random" else "random"], arm) for s in seeds]
+             for arm in ARMS}
+    acc = {arm: spread(final[arm]) for arm in ARMS}
+    gain = {arm: spread([final_accuracy(runs[s][arm], arm) - runs[s]["llm2llm"][0]["test_accuracy"] for s in seeds])
+            for arm in ("llm2llm", "random")}
+    pairs = {f"{a}-{b}": paired([x - y for x, y in zip(final[a], final[b])]) for a, b in PAIRS}
+    stage_s = {s: sum(r.get(k, 0) for arm in ("llm2llm", "random") for r in runs[s][arm]
+                      for k in ("train_s", "eval_s", "teacher_s")) for s in seeds}
+    return {"seeds": seeds, "accuracy": acc, "gain": gain, "paired": pairs, "iterations": _per_iteration(runs, seeds),
+            "distributions": _distributions(details or {}, seeds),
             "llm2llm_iterations": sorted({runs[s]["llm2llm"][-1]["iteration"] for s in seeds}),
-            "minutes_per_seed": {s: round(seconds[s] / 60, 1) for s in seeds}}
+            "minutes_per_seed": {s: round(seconds[s] / 60, 1) for s in seeds},
+            "stage_minutes_per_seed": {s: round(stage_s[s] / 60, 1) for s in seeds}}
 
 
 def markdown(summary: dict, title: str) -> str:
     acc, gain = summary["accuracy"], summary["gain"]
     n = len(summary["seeds"])
     lines = [f"### {title}", "", f"Test accuracy over {n} seed samples (sampling seeds {summary['seeds']}): "
-             "mean ± standard deviation [min, max]; gain = the arm's accuracy minus plain fine-tuning's, per seed.", "",
-             "| method | test accuracy | gain over plain | per seed |", "|---|---|---|---|"]
+             "mean ± standard deviation [min, max]; vs plain = the arm's accuracy minus plain fine-tuning's, per seed "
+             "(mean ± sd; the paired intervals below say whether it is a difference at all).", "",
+             "| method | test accuracy | vs plain | per seed |", "|---|---|---|---|"]
     done = summary["llm2llm_iterations"]  # the iteration each seed's final accuracy is from (a budget may stop it)
     count = str(done[0]) if len(done) == 1 else f"{done[0]}-{done[-1]}"
     names = {"plain": "plain fine-tuning (iteration 0)",
@@ -75,30 +161,70 @@ def markdown(summary: dict, title: str) -> str:
         g = f"{gain[arm]['mean']:+.3f} ± {gain[arm]['sd']:.3f}" if arm in gain else "—"
         lines.append(f"| {names[arm]} | {a['mean']:.3f} ± {a['sd']:.3f} [{a['min']:.3f}, {a['max']:.3f}] | {g} | "
                      + ", ".join(f"{v:.3f}" for v in a["values"]) + " |")
+    lines += paired_lines(summary)
     lines += ["", "Per iteration, mean over seeds (calls = teacher calls; proposed = examples in the replies; "
-              "judged out = rejected by the label/answer judge):", "",
-              "| arm | iter | train size | seed acc | test acc | wrong | calls | proposed | accepted | rejected | judged out |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "rejected by reason: dup = (near-)duplicate, overlap = overlaps the test set, not ex. = chatter or "
+              "no example, judged out = rejected by the label/answer judge; tokens = teacher and judge tokens; "
+              "min = training, evaluation and teacher minutes):", "",
+              "| arm | iter | train size | seed acc | test acc | wrong | calls | proposed | accepted | rejected | "
+              "dup | overlap | not ex. | judged out | tokens | min |", "|---" * 16 + "|"]
     for r in summary["iterations"]:
         lines.append(f"| {r['arm']} | {r['iteration']} | {r['train_size']:.1f} | {r['seed_accuracy']:.3f} | "
-                     f"{r['test_accuracy']:.3f} | {r['wrong']:.1f} | {r['generated']:.1f} | {r['proposed']:.1f} | "
-                     f"{r['accepted']:.1f} | {r['rejected']:.1f} | {r['judged_out']:.1f} |")
-    minutes = summary["minutes_per_seed"]
-    lines += ["", f"Wall time per seed sample (both arms): {', '.join(f'{m} min' for m in minutes.values())}."]
+                     f"{r['test_accuracy']:.3f} | " + " | ".join(f"{r.get(k, 0):.1f}" for k in (
+                         "wrong", "generated", "proposed", "accepted", "rejected", "near_duplicates", "test_overlap",
+                         "not_examples", "judged_out")) + f" | {r.get('tokens', 0):,.0f} | {r.get('minutes', 0):.1f} |")
+    lines += distribution_lines(summary)
+    minutes, stages = summary["minutes_per_seed"], summary.get("stage_minutes_per_seed", {})
+    lines += ["", f"Wall time per seed sample (both arms, this invocation): "
+              f"{', '.join(f'{m} min' for m in minutes.values())}"
+              + (f"; training, evaluation and teacher time recorded in the run dirs (kept across resumes): "
+                 f"{', '.join(f'{m} min' for m in stages.values())}" if stages else "") + "."]
     return "\n".join(lines) + "\n"
+
+
+def paired_lines(summary: dict) -> list[str]:
+    """The paired differences table; its last column follows the rule: an interval covering 0 (or no interval, with
+    one seed sample) reads "no detectable difference", never a gain."""
+    lines = ["", f"Paired differences in final test accuracy per seed sample (a - b on the same seed sample and test "
+             f"set), with a 95% paired-t interval (mean ± t(0.975, n-1) · sd / √n, n = {len(summary['seeds'])}):", "",
+             "| difference | mean | sd | 95% interval | per seed | reading |", "|---|---|---|---|---|---|"]
+    for key, p in summary.get("paired", {}).items():
+        a, b = key.split("-")
+        interval = f"[{p['low']:+.3f}, {p['high']:+.3f}]" if p["low"] is not None else "— (one seed sample)"
+        reading = p["verdict"] if p["verdict"] == "no detectable difference" else f"{NAMES[a]} {p['verdict']}"
+        lines.append(f"| {NAMES[a]} - {NAMES[b]} | {p['mean']:+.3f} | {p['sd']:.3f} | {interval} | "
+                     + ", ".join(f"{v:+.3f}" for v in p["values"]) + f" | {reading} |")
+    return lines
+
+
+def distribution_lines(summary: dict) -> list[str]:
+    if not summary.get("distributions"):
+        return []
+    lines = ["", "What each arm sent to the teacher (LLM2LLM: the wrong seed examples; random: its random picks) and "
+             "what it kept, by label or kind, and the rejected replies by reason; sums over the seed samples:", "",
+             "| arm | iter | sent to the teacher | accepted | rejected by reason |", "|---|---|---|---|---|"]
+    for d in summary["distributions"]:
+        cells = [", ".join(f"{k}: {v}" for k, v in sorted(d[part].items())) or "—"
+                 for part in ("parents", "accepted", "reasons")]
+        lines.append(f"| {d['arm']} | {d['iteration']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 
 
 def effect(config: Path, overrides: list[str], seeds: list[int], out: Path, console: Console, execute) -> dict:
     """compare_once for each sampling seed (the student's training seed follows it) into out/seed_N;
     the summary is written to out/effect.json and out/effect.md."""
-    runs, seconds = {}, {}
+    runs, seconds, details = {}, {}, {}
+    task = make_task(load_config(config, overrides).task)  # only its fields and type: for kind_of
     for seed in seeds:
         console.rule(f"seed sample {seed}")
         t0 = time.time()
         runs[seed] = compare_once(config, [*overrides, f"data.sampling_seed={seed}", f"student.seed={seed}"],
                                   out / f"seed_{seed}", console, execute)
         seconds[seed] = time.time() - t0
-    summary = summarise(runs, seconds)
+        details[seed] = {arm: arm_details(RunStore(out / f"seed_{seed}" / arm), task) for arm in ("llm2llm", "random")}
+    summary = summarise(runs, seconds, details)
     atomic_write(out / "effect.json", json.dumps(summary, indent=1) + "\n")
     atomic_write(out / "effect.md", markdown(summary, f"{config.name}"))
     from .report import write_report

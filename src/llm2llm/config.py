@@ -183,6 +183,9 @@ class DataConfig(Strict):
     seed_fraction: float | None = Field(None, gt=0, le=1)
     test_size: int | None = Field(None, gt=0)  # sample the test split down to this many
     sampling_seed: int = 0
+    # the seed of the test sample (held out from train, or sampled to test_size) when it must stay the same
+    # across sampling seeds, e.g. for `llm2llm effect`'s paired comparison; unset: sampling_seed draws it too
+    test_seed: int | None = None
 
     @field_validator("train", "test", mode="before")
     @classmethod

@@ -115,11 +115,12 @@ def load_splits(cfg: DataConfig, task_from_rows) -> tuple[object, list[dict], li
     task = task_from_rows([row for _, row in train_rows])
     train = to_records(train_rows, task, "train")
     rng = random.Random(cfg.sampling_seed)
+    test_rng = rng if cfg.test_seed is None else random.Random(cfg.test_seed)
     if cfg.test is None:  # one file: hold out a test set first, sample the seed from the rest
-        test = sample(train, cfg.test_size, rng, "test_size")
+        test = sample(train, cfg.test_size, test_rng, "test_size")
         held = {ex["id"] for ex in test}
         train = [ex for ex in train if ex["id"] not in held]
     else:
-        test = sample(to_records(read_source(cfg.test), task, "test"), cfg.test_size, rng, "test_size")
+        test = sample(to_records(read_source(cfg.test), task, "test"), cfg.test_size, test_rng, "test_size")
     size = cfg.seed_size if cfg.seed_fraction is None else max(1, round(cfg.seed_fraction * len(train)))
     return task, sample(train, size, rng, "seed_size"), test

@@ -164,10 +164,25 @@ def gain_line(store: RunStore) -> str:
         ours = store.root.name
         other = next(arm for arm in name if arm != ours)
         g, h = effect["gain"][ours], effect["gain"][other]
+        vs = effect.get("paired", {}).get("llm2llm-random")
+        vs = (f" LLM2LLM - random, paired: {vs['mean']:+.3f}" + (f", 95% interval [{vs['low']:+.3f}, {vs['high']:+.3f}]"
+              if vs["low"] is not None else "") + f": {vs['verdict']}.") if vs else ""
         return (f"{line}; {name[ours]} over {len(effect['seeds'])} seed samples: {g['mean']:+.3f} ± {g['sd']:.3f} "
-                f"({name[other]}: {h['mean']:+.3f} ± {h['sd']:.3f}).")
+                f"({name[other]}: {h['mean']:+.3f} ± {h['sd']:.3f}).{vs}")
     one = f"; one test example is {1 / n_test:.3f}" if n_test else ""
     return f"{line}, on one seed sample{one}. `llm2llm effect CONFIG` measures the spread over several."
+
+
+def effect_lines(store: RunStore) -> list[str]:
+    """For a run that is one seed sample of `llm2llm effect`: the paired differences over all its seed samples
+    (from ../../effect.json), in the words of compare.paired_lines."""
+    summary = store.root.parent.parent / "effect.json"
+    if store.root.name not in ("llm2llm", "random") or not summary.exists():
+        return []
+    from .compare import paired_lines
+
+    effect = json.loads(summary.read_text(encoding="utf-8"))
+    return [line for line in paired_lines(effect) if line] if effect.get("paired") else []
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
@@ -189,6 +204,9 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     md = ["# LLM2LLM run report", "", f"Run directory: `{store.root}`", "", summary, "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
+    paired = effect_lines(store)
+    if paired:
+        md += ["", "## Over the seed samples (`llm2llm effect`)", ""] + [paired[0], ""] + paired[1:]
     md += ["", "## Training and teacher", ""] + [f"- {line}" for line in teacher_notes]
     md += ["", "## Plots", ""] + [f"![{name}]({name}.png)" for name in plots]
     md += ["", "## Generated examples beside their parents", ""]
@@ -210,7 +228,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}img{{margin:4px;border:1px solid #ddd}}</style>
 </head><body><h1>LLM2LLM run report</h1><p>{esc(str(store.root))}</p><p id="summary">{esc(summary)}</p>
-<h2>Per iteration</h2>{table}<h2>Training and teacher</h2><ul id="teacher">{"".join(f"<li>{esc(x)}</li>" for x in teacher_notes)}</ul>
+<h2>Per iteration</h2>{table}{_html_effect(paired)}<h2>Training and teacher</h2><ul id="teacher">{"".join(f"<li>{esc(x)}</li>" for x in teacher_notes)}</ul>
 <h2>Plots</h2><div>{images}</div>
 <h2>Generated examples beside their parents</h2>
 <table><tr><th>iteration</th><th>parent (a seed example the student got wrong)</th><th>new example</th></tr>{pairs}</table>
@@ -218,6 +236,16 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}img{{margin:4px;b
     html_path = store.root / "report.html"
     html_path.write_text(page, encoding="utf-8")
     return md_path, html_path
+
+
+def _html_effect(paired: list[str]) -> str:
+    """The paired-differences markdown table as HTML (its first line is the caption)."""
+    if not paired:
+        return ""
+    rows = [[html.escape(c.strip()) for c in line.strip("|").split("|")] for line in paired[1:] if "---" not in line]
+    return (f"<h2>Over the seed samples</h2><p>{html.escape(paired[0])}</p><table id=\"paired\"><tr>"
+            + "".join(f"<th>{c}</th>" for c in rows[0]) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows[1:]) + "</table>")
 
 
 def final_dataset(store: RunStore) -> list[dict]:

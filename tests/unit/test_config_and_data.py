@@ -145,3 +145,25 @@ def test_model_check_needs_no_network(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(UserError, match="teacher.model 'someone/uncached': not in the local Hugging Face cache"):
         check_model("someone/uncached", None, "teacher.model")
+
+
+def test_test_seed_keeps_the_held_out_test_set_fixed_across_sampling_seeds(tmp_path):
+    """`effect` varies data.sampling_seed per seed sample; with data.test_seed the held-out (or sampled) test set
+    stays the same while the seed changes, and never overlaps it. Without it, the test set follows the sampling seed."""
+    rows = [{"text": f"request number {i}", "label": ["a", "b", "c"][i % 3]} for i in range(60)]
+    path = write_jsonl(tmp_path / "all.jsonl", rows)
+
+    def split(**fields):
+        cfg = DataConfig(train=str(path), test_size=20, seed_size=10, **fields)
+        _, seed, test = load_splits(cfg, lambda r: make_task(build_config(config_dict(path, path)).task, r))
+        assert not {ex["id"] for ex in seed} & {ex["id"] for ex in test}
+        return [ex["id"] for ex in seed], sorted(ex["id"] for ex in test)
+
+    (seed0, test0), (seed1, test1) = split(sampling_seed=0, test_seed=7), split(sampling_seed=1, test_seed=7)
+    assert test0 == test1 and seed0 != seed1
+    assert split(sampling_seed=0)[1] != split(sampling_seed=1)[1]  # unchanged default: the test follows the seed
+    assert split(sampling_seed=3)[1] == split(sampling_seed=3, test_seed=3)[1]  # same test draw when they agree
+    many = write_jsonl(tmp_path / "test.jsonl", rows)
+    fixed = [load_splits(DataConfig(train=str(path), test=str(many), test_size=15, sampling_seed=s, test_seed=1),
+                         lambda r: make_task(build_config(config_dict(path, path)).task, r))[2] for s in (0, 1)]
+    assert [ex["id"] for ex in fixed[0]] == [ex["id"] for ex in fixed[1]]

@@ -108,3 +108,24 @@ def test_the_hosted_benchmarks_upstream_replays_each_recorded_reply_after_its_de
         elapsed = time.perf_counter() - t0
     assert [(r["text"], r["prompt_tokens"]) for r in replies] == [(r["text"], r["prompt_tokens"]) for r in recorded]
     assert upstream.most_in_flight == 3 and elapsed >= 0.3  # all three in flight at once, each after the delay
+
+
+@pytest.mark.skipif(not (EXAMPLES.parents[1] / "shared" / "data" / "casehold").exists(), reason="needs ../shared/data")
+def test_strong_study_configs_hold_out_the_test_sets_the_issue_asks_for(monkeypatch):
+    """Issue 14: strong teacher on llama.cpp; SST-2 test = the 872-row validation split; CaseHOLD 300 rows held out,
+    the same for every seed sample, seed from the rest; GSM8K 200 fixed test problems with the 0.5B Qwen student."""
+    monkeypatch.chdir(EXAMPLES.parent)  # configs name their data relative to the repo root
+    sizes = {}
+    for name in ("sst2", "intent", "casehold", "gsm8k"):
+        cfg = load_config(EXAMPLES.parent / "benchmarks" / "effect" / f"{name}_strong.yaml")
+        assert (cfg.teacher.backend, cfg.teacher.model) == ("llamacpp", "qwen2.5-coder-1.5b")
+        tests = []
+        for seed in (0, 1):
+            cfg.data.sampling_seed = seed
+            _, sample, test = load_splits(cfg.data, lambda r: make_task(cfg.task, r))
+            assert not {ex["id"] for ex in sample} & {ex["id"] for ex in test}
+            tests.append(sorted(ex["id"] for ex in test))
+        assert tests[0] == tests[1], name  # the paired comparison needs one test set for all seed samples
+        sizes[name] = len(tests[0])
+    assert sizes == {"sst2": 872, "intent": 162, "casehold": 300, "gsm8k": 200}
+    assert load_config(EXAMPLES.parent / "benchmarks" / "effect" / "gsm8k_strong.yaml").student.model == "qwen2.5-coder-0.5b"

@@ -1,0 +1,172 @@
+"""`llm2llm effect`'s statistics: paired differences per seed sample with a 95% paired-t interval, the wording
+rule ("no detectable difference" where the interval covers 0), the kinds sent to the teacher and accepted, and the
+run report's section on them. Every expected number is computed here by hand, not by the code under test."""
+import json
+import math
+
+import pytest
+
+from llm2llm.compare import arm_details, kind_of, markdown, paired, summarise
+from llm2llm.config import TaskConfig
+from llm2llm.report import write_report
+from llm2llm.store import RunStore
+from llm2llm.tasks import make_task
+
+T_975_4 = 2.776  # Student's t, 0.975 quantile, 4 degrees of freedom (printed tables)
+
+
+def test_paired_interval_matches_a_hand_computed_t_interval_and_says_no_detectable_difference():
+    diffs = [0.01, 0.03, -0.02, 0.04, 0.02]
+    mean = 0.08 / 5  # 0.016
+    squares = [(d - mean) ** 2 for d in diffs]  # 0.000036, 0.000196, 0.001296, 0.000576, 0.000016
+    sd = math.sqrt(sum(squares) / 4)  # sqrt(0.00212 / 4) = 0.023022
+    half = T_975_4 * sd / math.sqrt(5)  # 0.028582
+    p = paired(diffs)
+    assert p["n"] == 5 and p["mean"] == pytest.approx(0.016) and p["sd"] == pytest.approx(0.0230217, abs=1e-6)
+    assert p["low"] == pytest.approx(mean - half, abs=2e-4) and p["high"] == pytest.approx(mean + half, abs=2e-4)
+    assert p["low"] == pytest.approx(-0.0126, abs=2e-4) and p["high"] == pytest.approx(0.0446, abs=2e-4)
+    assert p["verdict"] == "no detectable difference"
+
+
+def test_paired_interval_that_excludes_zero_says_higher_or_lower():
+    up = paired([0.05, 0.07, 0.04, 0.06, 0.08])  # mean 0.06, sd sqrt(0.001/4) = 0.0158, half 0.0196
+    assert up["low"] == pytest.approx(0.06 - T_975_4 * math.sqrt(0.001 / 4) / math.sqrt(5), abs=2e-4)
+    assert up["low"] > 0 and up["verdict"] == "higher"
+    assert paired([-0.05, -0.07, -0.04, -0.06, -0.08])["verdict"] == "lower"
+    one = paired([0.2])  # one seed sample: no interval, so nothing detectable
+    assert one["low"] is None and one["verdict"] == "no detectable difference"
+
+
+def _rows(accs):
+    return [{"iteration": i, "test_accuracy": a, "seed_accuracy": 0.5, "train_size": 10 + i, "wrong": 4,
+             "generated": 4, "accepted": 2, "rejected": 2, "judged_out": 1, "prompt_tokens": 100,
+             "completion_tokens": 50, "train_s": 60, "eval_s": 30, "teacher_s": 30} for i, a in enumerate(accs)]
+
+
+def five_seeds():
+    """LLM2LLM - plain = [0.01, 0.03, -0.02, 0.04, 0.02] (the hand-computed case); LLM2LLM - random = 0.05 .. 0.08."""
+    plain = [0.50, 0.60, 0.70, 0.55, 0.65]
+    ours = [p + d for p, d in zip(plain, [0.01, 0.03, -0.02, 0.04, 0.02])]
+    rand = [o - d for o, d in zip(ours, [0.05, 0.07, 0.04, 0.06, 0.08])]
+    return {s: {"llm2llm": _rows([plain[s], ours[s]]), "random": _rows([plain[s], rand[s]])} for s in range(5)}
+
+
+def test_summary_and_table_give_paired_differences_and_never_call_an_interval_over_zero_a_gain():
+    summary = summarise(five_seeds(), {s: 120.0 for s in range(5)})
+    p = summary["paired"]
+    assert p["llm2llm-plain"]["verdict"] == "no detectable difference"
+    assert p["llm2llm-random"]["verdict"] == "higher" and p["random-plain"]["mean"] == pytest.approx(0.016 - 0.06)
+    text = markdown(summary, "t")
+    assert "| LLM2LLM - plain | +0.016 | 0.023 | [-0.013, +0.045] | +0.010, +0.030, -0.020, +0.040, +0.020 | " \
+           "no detectable difference |" in text
+    assert "| LLM2LLM - random | +0.060 | 0.016 | [+0.040, +0.080] |" in text and "| LLM2LLM higher |" in text
+    assert "gain" not in text.split("Paired differences")[1]
+    it1 = [r for r in summary["iterations"] if r["arm"] == "llm2llm" and r["iteration"] == 1][0]
+    assert it1["tokens"] == 150 and it1["minutes"] == 2.0 and it1["judged_out"] == 1
+    assert summary["stage_minutes_per_seed"][0] == 8.0  # 2 arms x 2 iterations x 2 min
+
+
+def test_kinds_sent_and_accepted_per_arm(tmp_path):
+    intent = make_task(TaskConfig(type="classification"), [{"text": "x", "label": "alarm"}])
+    math_task = make_task(TaskConfig(type="math"))
+    choice = make_task(TaskConfig(type="choice"))
+    assert kind_of(intent, {"text": "wake me", "label": "alarm"}) == "alarm"
+    assert kind_of(math_task, {"question": "q", "answer": "a = 1\nb = 2\n#### 3"}) == "2 steps"
+    assert kind_of(math_task, {"question": "q", "answer": "1\n2\n3\n4\n5\n6\n#### 3"}) == "5+ steps"
+    assert kind_of(choice, {"context": "c", "endings": ["a", "b"], "label": 1}) == "option 1"
+    runs = {}
+    for arm, sent_name in (("llm2llm", "wrong.jsonl"), ("random", "chosen.jsonl")):
+        store = RunStore(tmp_path / arm)
+        store.open({})
+        store.write_metrics({"iteration": 0})
+        store.write_metrics({"iteration": 1})
+        store.write_jsonl(0, sent_name, [{"id": "a", "label": "alarm"}, {"id": "b", "label": "alarm"},
+                                         {"id": "c", "label": "music"}])
+        store.write_jsonl(0, "accepted.jsonl", [{"id": "n", "label": "alarm"}])
+        store.write_jsonl(0, "rejected.jsonl", [{"reason": "judge: the teacher labels it 'music'"},
+                                                {"reason": "judge: the teacher labels it 'x'"},
+                                                {"reason": "near-duplicate of an existing example"}])
+        store.write_jsonl(1, "wrong.jsonl", [{"id": "a", "label": "alarm"}])  # the last iteration sends nothing
+        runs[arm] = arm_details(store, intent)
+    assert runs["llm2llm"] == [{"iteration": 0, "parents": {"alarm": 2, "music": 1}, "accepted": {"alarm": 1},
+                                "reasons": {"judge": 2, "near-duplicate of an existing example": 1}}]
+    summary = summarise(five_seeds(), {s: 1.0 for s in range(5)}, {0: runs, 1: runs})
+    text = markdown(summary, "t")
+    assert "| llm2llm | 0 | alarm: 4, music: 2 | alarm: 2 | judge: 4, near-duplicate of an existing example: 2 |" in text
+
+
+def test_run_report_of_an_effect_seed_sample_shows_the_paired_intervals(tmp_path):
+    runs = five_seeds()
+    (tmp_path / "effect.json").write_text(json.dumps(summarise(runs, {s: 60.0 for s in range(5)})))
+    store = RunStore(tmp_path / "seed_0" / "llm2llm")
+    store.open({})
+    for m in runs[0]["llm2llm"]:
+        store.write_metrics(m)
+    md, page = write_report(store.root)
+    text = md.read_text()
+    assert "LLM2LLM - random, paired: +0.060, 95% interval [+0.040, +0.080]: higher." in text
+    assert "## Over the seed samples" in text and "| LLM2LLM - plain | +0.016 | 0.023 | [-0.013, +0.045] |" in text
+    assert "<td>no detectable difference</td>" in page.read_text()
+
+
+def test_effect_benchmark_writes_its_block_between_the_markers_and_keeps_the_rest(tmp_path):
+    from benchmarks.effect import block, write_block
+
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\nfirst comparison\n<!-- effect:strong:begin -->\nold\n<!-- effect:strong:end -->\ntail\n")
+    out = tmp_path / "runs"
+    (out / "a_strong").mkdir(parents=True)
+    (out / "a_strong" / "effect.json").write_text(json.dumps({"seeds": [0, 1]}))
+    (out / "a_strong" / "effect.md").write_text("### a_strong.yaml\n\ntable\n")
+    (out / "a_strong" / "wall.json").write_text(json.dumps([{"minutes": 1.5}, {"minutes": 2.0}]))
+    (out / "b_strong" / "seed_0").mkdir(parents=True)
+    write_block(doc, "strong", block(["a_strong", "b_strong", "c_strong"], "0,1", out, "python benchmarks/effect.py"))
+    text = doc.read_text()
+    assert text.startswith("# Results\nfirst comparison\n<!-- effect:strong:begin -->\nWritten by") and "old" not in text
+    assert text.endswith("### a_strong.yaml\n\ntable\n<!-- effect:strong:end -->\ntail\n")
+    assert "| a_strong | benchmarks/effect/a_strong.yaml | done | 3.5 min over 2 invocation(s) |" in text
+    assert "| b_strong | benchmarks/effect/b_strong.yaml | stopped or running: seed_0 started | — |" in text
+    assert "| c_strong | benchmarks/effect/c_strong.yaml | not yet run | — |" in text
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no '<!-- effect:strong:begin -->'"):
+        write_block(bare, "strong", "x")
+    assert bare.read_text() == "no markers\n"
+
+
+def test_select_setting_rule_best_validation_then_fewer_epochs_smaller_seed_lower_lr():
+    from benchmarks.select_setting import choose
+
+    rows = [{"epochs": 3, "lr": 1e-4, "seed_size": 24, "val_accuracy": 0.8},
+            {"epochs": 1, "lr": 3e-4, "seed_size": 48, "val_accuracy": 0.8},
+            {"epochs": 1, "lr": 1e-4, "seed_size": 48, "val_accuracy": 0.1 + 0.7},  # 0.7999999999999999: a tie
+            {"epochs": 2, "lr": 1e-4, "seed_size": 24, "val_accuracy": 0.75}]
+    assert choose(rows) is rows[2]
+    assert choose(rows[:2]) is rows[1] and choose([rows[0], rows[3]]) is rows[0]
+
+
+def test_select_setting_pool_never_holds_a_test_row(tmp_path, intent_files):
+    """Validation is held out of the pool; the pool is train minus the (fixed) held-out test set."""
+    import yaml
+
+    from benchmarks.select_setting import write_pool
+    from conftest import config_dict, write_jsonl
+    from llm2llm.config import load_config
+    from llm2llm.data import load_splits
+
+    rows = [{"id": f"r{i}", "text": f"request number {i}", "label": "ab"[i % 2]} for i in range(40)]
+    data = write_jsonl(tmp_path / "all.jsonl", rows)
+    tree = config_dict(data, data, data={"test": None, "test_size": 10, "seed_size": 5, "test_seed": 3})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    pool, size = write_pool(config, [], tmp_path / "sel")
+    cfg = load_config(config)
+    _, _, test = load_splits(cfg.data, lambda r: make_task(cfg.task, r))
+    pooled = [json.loads(x)["id"] for x in pool.read_text().splitlines()]
+    assert size == 5 and len(pooled) == 30 and not set(pooled) & {ex["id"] for ex in test}
+    tree["data"]["test_seed"] = None
+    config.write_text(yaml.safe_dump(tree))
+    from llm2llm import UserError
+
+    with pytest.raises(UserError, match="set data.test_seed"):
+        write_pool(config, [], tmp_path / "other")
