@@ -73,6 +73,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
         figures = store.read_json(0, "judges.json")
         judge = judges.TeacherJudge(task) if figures.get("chosen") == "teacher" else judge
     else:
+        teacher.budget = spending(cfg, [], 0)  # the probe's calls count against the budget too
         judge, figures = judges.pick(cfg.filters.judge, judge, task, seed, teacher, cfg.filters.judge_probe,
                                      console.print)
         store.write_json(0, "judges.json", figures)
@@ -138,7 +139,7 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
             chosen = wrong if cfg.loop.augment == "wrong" else stage(
                 store, it, "chosen.jsonl", lambda: choose_randomly(parents, pred_seed, len(wrong), it, cfg))
             requests = teacher_requests(task, chosen, seed, it, cfg)
-            teacher.budget = spending(cfg, store.metrics(), it)
+            teacher.budget = spending(cfg, store.metrics(), it, figures.get("probe") if it == 0 else None)
             if not store.has(it, "teacher_calls.jsonl") and out_of_budget(teacher, requests):
                 stop = "budget"
             else:
@@ -210,11 +211,15 @@ def teacher_spending(store: RunStore, iteration: int, calls: list[dict]) -> dict
             + extra["judge_completion_tokens"], **judged, **({"probe_calls": probe["judge_calls"]} if probe else {})}
 
 
-def spending(cfg: RunConfig, rows: list[dict], iteration: int) -> Budget | None:
-    """The budget for this iteration's teacher stage: the cap, less what earlier iterations spent."""
+def spending(cfg: RunConfig, rows: list[dict], iteration: int, probe: dict | None = None) -> Budget | None:
+    """The budget for this iteration's teacher stage: the cap, less what earlier iterations spent (and, in
+    iteration 0, what the judge's probe of the seed spent at the start)."""
     if cfg.teacher.budget_tokens is None and cfg.teacher.budget_cost is None:
         return None
     budget = Budget(cfg.teacher)
+    if probe:
+        budget.settle(None, {"prompt_tokens": probe["judge_prompt_tokens"],
+                             "completion_tokens": probe["judge_completion_tokens"]})
     for row in rows:
         if row["iteration"] < iteration:
             budget.settle(None, row)

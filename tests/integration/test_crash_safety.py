@@ -127,6 +127,7 @@ def test_sigkill_inside_a_remote_teacher_phase(tmp_path, llama_server, monkeypat
     tree["teacher"].update({"backend": "openai", "base_url": llama_server, "model": "smollm2", "concurrency": 2,
                             "api_key_env": "LLM2LLM_TEST_KEY", "response_format": "json_object"})
     tree["loop"].update({"iterations": 1, "augment": "random", "random_counts": [4]})  # 4 parents x 2 samples
+    tree["filters"] = {"judge": "embedding"}  # the cache then holds the teacher stage's calls only (no judge calls)
     config = tmp_path / "remote.yaml"
     config.write_text(yaml.safe_dump(tree))
     run = tmp_path / "run"

