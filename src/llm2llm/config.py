@@ -153,7 +153,9 @@ class TeacherConfig(Strict):
     # only). The local backend constrains its generation to the schema unless "none".
     response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
     show_student_answer: bool = False  # also show the teacher the student's wrong answer
-    concurrency: int = Field(8, gt=0)  # openai, llamacpp: requests in flight at once (llamacpp: server slots)
+    # requests in flight at once; llamacpp: also the server's parallel slots (default 1 there: on CPU more slots
+    # are not faster and their batched kernels change greedy outputs; raise it on a GPU)
+    concurrency: int = Field(8, gt=0)
     timeout_s: float = Field(120.0, gt=0)  # openai: per request
     max_retries: int = Field(5, ge=0)  # openai: on 429, 5xx, timeouts, connection errors and garbled replies
     requests_per_minute: int | None = Field(None, gt=0)  # openai: the provider's rate limits, if any
@@ -171,6 +173,8 @@ class TeacherConfig(Strict):
             raise ValueError("the openai teacher needs 'base_url'")
         if self.backend != "llamacpp" and (self.draft_model or self.server_args):
             raise ValueError("'draft_model' and 'server_args' are for the llamacpp teacher")
+        if self.backend == "llamacpp" and "concurrency" not in self.model_fields_set:
+            self.concurrency = 1  # one slot: fastest on 2 CPU cores (benchmarks/teacher_llamacpp.py), and greedy-exact
         if self.budget_cost is not None and not self.price_per_million:
             raise ValueError("'budget_cost' needs 'price_per_million' to know what a token costs")
         return self
