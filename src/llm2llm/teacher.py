@@ -521,8 +521,8 @@ class LlamaCppBackend:
 
     def complete(self, items, todo: set[int], params, calls: Calls) -> None:
         with self.llamacpp.serve(self.gguf, slots=self.cfg.concurrency, args=self.args) as url:
-            served = self.cfg.model_copy(update={"backend": "openai", "base_url": url,
-                                                 "response_format": self.cfg.response_format})
+            served = self.cfg.model_copy(update={"backend": "openai", "base_url": url,  # our own server: no key
+                                                 "api_key_env": "LLM2LLM_NO_KEY_FOR_OUR_SERVER"})
             OpenAIBackend(served).complete(items, todo, params, calls)
 
 
