@@ -17,7 +17,7 @@ per-request seeds for every client:
 
     python benchmarks/teacher_throughput.py [--requests 96] [--max-tokens 48] [--delay-ms 300,1000]
 
-With the defaults it takes about 10 minutes on 2 cores (the sequential arm at 1000 ms is 96 s a round).
+With the defaults it takes about 13 minutes on 2 cores ((a) about 5; the sequential arm at 1000 ms is 96 s a round).
 """
 from __future__ import annotations
 
