@@ -20,6 +20,14 @@ from urllib.parse import urlsplit
 FAULTS = ("500", "429", "timeout", "garbage")
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per request, behind a listen queue that holds a burst of connections. The standard library's
+    queue of 5 overflows when more clients than that connect at once (16 calls in flight do): the kernel then
+    drops their handshakes, and those calls wait a 1 s SYN retry or fail with a reset connection."""
+    daemon_threads = True
+    request_queue_size = 1024
+
+
 class FaultProxy:
     def __init__(self, upstream: str, fault_rate: float = 0.0, delay_s: float = 0.0, hang_s: float = 5.0,
                  retry_after_s: int = 1, seed: int = 0, port: int = 0):
@@ -28,8 +36,7 @@ class FaultProxy:
         self.fault_rate, self.delay_s, self.hang_s, self.retry_after_s = fault_rate, delay_s, hang_s, retry_after_s
         self.rng, self.lock = random.Random(seed), threading.Lock()
         self.log: list[dict] = []  # {t, digest, fault, status}
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self.server.daemon_threads = True
+        self.server = Server(("127.0.0.1", port), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -67,6 +74,8 @@ class FaultProxy:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: no new connection per call
+
             def log_message(self, *args):  # quiet
                 pass
 

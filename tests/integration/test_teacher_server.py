@@ -88,7 +88,8 @@ def test_loop_through_a_faulty_proxy_keeps_the_key_out(llama_server, tmp_path, i
         # 6 random parents x 2 samples: 12 teacher calls whatever the student gets wrong
         path = tiny_config(tmp_path, intent_files, loop={"augment": "random", "random_counts": [6]}, teacher={
             "backend": "openai", "base_url": proxy.url + "/v1", "model": "smollm2", "api_key_env": KEY_ENV,
-            "response_format": "json_object", "timeout_s": 8, "max_retries": 8, "samples_per_example": 2, "concurrency": 2})
+            "response_format": "json_object", "timeout_s": 8, "max_retries": 8, "samples_per_example": 2, "concurrency": 2},
+            filters={"judge": "embedding"})  # no teacher judge's probe: every proxied call is the teacher stage's
         run_dir = tmp_path / "run"
         result = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
