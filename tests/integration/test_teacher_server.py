@@ -84,12 +84,14 @@ def test_loop_through_a_faulty_proxy_keeps_the_key_out(llama_server, tmp_path, i
     and the API key appears nowhere on disk."""
     secret = "test-key"  # the key the fixture's server demands
     monkeypatch.setenv(KEY_ENV, secret)
-    with FaultProxy(llama_server.removesuffix("/v1"), fault_rate=0.2, hang_s=10, seed=5) as proxy:
+    # timeout 30 s: far above what a real call takes even on a loaded 2-core machine, so that every retry on record
+    # answers an injected fault (a hang outlasts it: 35 s), never a slow but healthy call
+    with FaultProxy(llama_server.removesuffix("/v1"), fault_rate=0.2, hang_s=35, seed=5) as proxy:
         # 6 random parents x 2 samples: 12 teacher calls whatever the student gets wrong
         path = tiny_config(tmp_path, intent_files, loop={"augment": "random", "random_counts": [6]}, teacher={
             "backend": "openai", "base_url": proxy.url + "/v1", "model": "smollm2", "api_key_env": KEY_ENV,
-            "response_format": "json_object", "timeout_s": 8, "max_retries": 8, "samples_per_example": 2, "concurrency": 2},
-            filters={"judge": "embedding"})  # no teacher judge's probe: every proxied call is the teacher stage's
+            "response_format": "json_object", "timeout_s": 30, "max_retries": 8, "samples_per_example": 2,
+            "concurrency": 2}, filters={"judge": "embedding"})  # no teacher judge's probe: every proxied call is the teacher stage's
         run_dir = tmp_path / "run"
         result = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
