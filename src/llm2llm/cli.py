@@ -10,11 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import UserError
+from . import UserError, display
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Grow a small model's training data from its own mistakes (LLM2LLM).")
 console = Console()
+VERBOSE = typer.Option(False, "--verbose", "-v", help="also show the libraries' progress bars, logs and notices")
 
 
 def metrics_table(rows: list[dict]) -> Table:
@@ -59,20 +60,24 @@ def _guard(fn, *args) -> None:
 @app.command()
 def run(config: Path = typer.Argument(..., help="YAML run config"),
         set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value"),
-        out: Optional[Path] = typer.Option(None, "--out", help="run directory (default: output.dir)")):
+        out: Optional[Path] = typer.Option(None, "--out", help="run directory (default: output.dir)"),
+        verbose: bool = VERBOSE):
     """Run the LLM2LLM loop from a config file. Rerunning into the same --out continues a stopped run."""
     from .config import load_config
 
+    display.set_verbose(verbose)
     _guard(lambda: _execute(load_config(config, set_), out))
 
 
 @app.command()
 def resume(run_dir: Path = typer.Argument(..., help="a run directory made by `llm2llm run` or `llm2llm demo`"),
            set_: list[str] = typer.Option([], "--set", help="change a field that does not change results, "
-                                          "e.g. teacher.budget_tokens=200000 or teacher.concurrency=32")):
+                                          "e.g. teacher.budget_tokens=200000 or teacher.concurrency=32"),
+           verbose: bool = VERBOSE):
     """Continue a stopped run from its first unfinished stage, with the config it was started with."""
     from .config import load_config
 
+    display.set_verbose(verbose)
     def go():
         snapshot = run_dir / "config.yaml"
         if not snapshot.exists():
@@ -85,9 +90,11 @@ def resume(run_dir: Path = typer.Argument(..., help="a run directory made by `ll
 @app.command()
 def compare(config: Path = typer.Argument(..., help="YAML run config"),
             set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value"),
-            out: Path = typer.Option(Path("runs/compare"), "--out", help="folder for the runs")):
+            out: Path = typer.Option(Path("runs/compare"), "--out", help="folder for the runs"),
+            verbose: bool = VERBOSE):
     """The paper's comparison on one seed set and teacher budget: plain fine-tuning (iteration 0),
     LLM2LLM, and random augmentation (random seed examples to the teacher, as many as LLM2LLM sent)."""
+    display.set_verbose(verbose)
     from .compare import compare_once, final_accuracy
 
     def go():
@@ -109,9 +116,11 @@ def compare(config: Path = typer.Argument(..., help="YAML run config"),
 def effect(config: Path = typer.Argument(..., help="YAML run config"),
            seeds: str = typer.Option("0,1,2", "--seeds", help="sampling seeds, comma-separated"),
            set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value"),
-           out: Path = typer.Option(Path("runs/effect"), "--out", help="folder for the runs")):
+           out: Path = typer.Option(Path("runs/effect"), "--out", help="folder for the runs"),
+           verbose: bool = VERBOSE):
     """`compare` over several seed samples: mean and spread of test accuracy for plain fine-tuning, LLM2LLM
     and random augmentation, and LLM2LLM's gain; written to OUT/effect.md and OUT/effect.json."""
+    display.set_verbose(verbose)
     from .compare import effect as measure, markdown
 
     def go():
@@ -175,10 +184,12 @@ def export(run_dir: Path = typer.Argument(..., help="a finished (or stopped) run
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="run directory"),
-         set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value")):
+         set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value"),
+         verbose: bool = VERBOSE):
     """The embedded default: SmolLM2-135M as student and teacher on our own intent data, offline on CPU."""
     from .config import load_config
 
+    display.set_verbose(verbose)
     def go():
         folder = resources.files("llm2llm") / "demo"
         overrides = [f"data.train.path={folder / 'train.jsonl'}", f"data.test.path={folder / 'test.jsonl'}", *set_]

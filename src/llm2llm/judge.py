@@ -10,7 +10,7 @@ Examples the judge disagrees with are rejected with its answer as the reason, li
 """
 from __future__ import annotations
 
-from . import UserError
+from . import UserError, display
 from .tasks import ClassificationTask, Task
 
 
@@ -30,6 +30,7 @@ def make_judge(kind: str, model: str, task: Task, seed: list[dict]):
     return TeacherJudge(task)
 
 
+@display.quiet
 def load_embedder(spec: str):
     from sentence_transformers import SentenceTransformer
 

@@ -175,8 +175,9 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None,
         written = [r for r in store.metrics() if r["iteration"] == it]
         if not written or (written[0].get("stopped") and not stop):  # a stopped run that went on: anew
             store.write_metrics(row)
-        console.print(f"iteration {it}: test accuracy {row['test_accuracy']:.3f}, seed accuracy "
-                      f"{row['seed_accuracy']:.3f}, wrong {len(wrong)}, new examples {len(accepted)}")
+        console.print(f"iteration {it}: test accuracy {row['test_accuracy']:.3f}, seed {row['seed_accuracy']:.3f}, "
+                      f"{len(wrong)} wrong, {row['generated']} calls, {len(accepted)} kept "
+                      f"({sum(clock.values()) / 60:.1f} min)")
         if cfg.loop.from_scratch and cfg.output.keep_models != "all" and it > 0:  # only the last is kept
             store.drop_model(it - 1)
         train_set = train_set + accepted

@@ -14,18 +14,10 @@ import importlib.util
 import inspect
 import itertools
 import re
-import warnings
 from pathlib import Path
 
-from rich.progress import Progress
-
-from . import UserError, models
+from . import UserError, display, models
 from .config import StudentConfig
-
-# Library notices that say nothing to a user of this tool (deprecations inside transformers and TRL,
-# peft looking for a config.json next to a GGUF file).
-for _pattern in (r".*is deprecated and will be removed", r"Could not find a config file"):
-    warnings.filterwarnings("ignore", message=_pattern)
 
 
 def resolve_model(spec: str, gguf_file: str | None = None) -> tuple[str, str | None]:
@@ -66,14 +58,12 @@ def check_model(spec: str, gguf_file: str | None, field: str) -> None:
         raise UserError(f"{field} '{spec}': not in the local Hugging Face cache, and HF_HUB_OFFLINE is set")
 
 
+@display.quiet
 def load(spec: str, gguf_file: str | None = None):
     """(model, tokenizer) in float32 on CPU, or in bfloat16 on a GPU when one is present."""
     import torch
-    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
     where, gguf = resolve_model(spec, gguf_file)
     # a GGUF checkpoint is unpacked into a plain dense model: one that can be fine-tuned
     kwargs = {"gguf_file": gguf} if gguf else {}
@@ -149,18 +139,17 @@ class LengthBatchSampler:
         return len(self.lengths)
 
 
+@display.quiet
 def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, progress: bool = True):
     """Fine-tune a copy of `base` on prompt/completion rows with the transformers Trainer (peft for LoRA) and
     save it (adapter or weights) to out_dir: (trainer, stats). Batches are grouped by length, and padding is
     counted. Runs the same in one process or in each of `accelerate launch`'s."""
-    import datasets
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
-
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     set_seed(cfg.seed)  # before the adapter is made: its initial weights come from this RNG
-    datasets.disable_progress_bars()
     encoded, too_long = fitting([encode(tokenizer, row, cfg.max_length) for row in rows], cfg.max_length)
     model = copy.deepcopy(base)
     # the Trainer turns use_cache off (with a KV cache, transformers would also skip the packed-sequence masks
@@ -174,7 +163,7 @@ def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, pr
         output_dir=str(out_dir / "trainer"), num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         seed=cfg.seed, data_seed=cfg.seed, lr_scheduler_type="linear", warmup_steps=0.05, logging_steps=5, save_strategy="no", report_to=[],
-        disable_tqdm=not progress, use_cpu=not _has_gpu(), bf16=_has_gpu(),
+        disable_tqdm=not (progress and display.VERBOSE), use_cpu=not _has_gpu(), bf16=_has_gpu(),
         gradient_checkpointing=cfg.gradient_checkpointing)
     lengths = [len(e["input_ids"]) for e in encoded]
 
@@ -189,6 +178,11 @@ def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, pr
     trainer = LengthGroupedTrainer(model=model, args=args, train_dataset=Dataset.from_list(encoded),
                                    data_collator=collator)
     tokens = count_tokens(trainer)
+    if not display.VERBOSE:  # our display instead of the Trainer's tqdm bar and log dicts
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        if progress:
+            trainer.add_callback(display.training_display("training", tokens))
     result = trainer.train()
     model_config.use_cache = True  # for evaluation, and in what is saved
     if trainer.accelerator.is_main_process:
@@ -279,6 +273,7 @@ def _launched_worker(out_dir: str) -> None:
         (out / "worker_stats.json").write_text(json.dumps(stats), encoding="utf-8")
 
 
+@display.quiet
 def load_trained(base, out_dir: Path, cfg: StudentConfig):
     """A model saved by `train`, for resuming a run after its training stage."""
     if cfg.finetune == "lora":
@@ -365,8 +360,7 @@ def candidate_logprobs(model, tokenizer, prompts: list[str], candidates: list[li
     for _, group in itertools.groupby(order, key=lambda k: len(items[k][1])):
         group = list(group)
         batches += [group[a:b] for a, b in cut_sorted([len(items[k][0]) for k in group], batch_size)]
-    with torch.inference_mode(), Progress(transient=True) as bar:
-        job = bar.add_task(label, total=len(items))
+    with torch.inference_mode(), display.counting(label, len(items)) as advance:
         if head:  # 0. the shared head, once
             head_cache = getattr(model(input_ids=torch.tensor([head], device=dev), use_cache=True, logits_to_keep=1),
                                  cache_arg)
@@ -414,7 +408,7 @@ def candidate_logprobs(model, tokenizer, prompts: list[str], candidates: list[li
                     flat = row * n_cands + c
                     lps = [float(first[row, tail[0]])] + [float(rest[flat, j - 1]) for j in range(1, len(tail))]
                     scores[k].append(sum(lps[skip:]))
-            bar.advance(job, len(chunk))
+            advance(len(chunk))
     return scores
 
 
@@ -428,8 +422,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
     out_texts = [""] * len(prompts)
     stops = {"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}
-    with torch.inference_mode(), Progress(transient=True) as bar:
-        job = bar.add_task(label, total=len(prompts))
+    with torch.inference_mode(), display.counting(label, len(prompts)) as advance:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             batch = tokenizer([prompts[k] for k in chunk], return_tensors="pt", padding=True,
@@ -440,7 +433,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
             width = batch["input_ids"].shape[1]
             for row, k in enumerate(chunk):
                 out_texts[k] = cut_at_stop(tokenizer.decode(out[row, width:], skip_special_tokens=True), stop)
-            bar.advance(job, len(chunk))
+            advance(len(chunk))
     return out_texts
 
 

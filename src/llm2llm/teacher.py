@@ -19,9 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from . import UserError
+from . import UserError, display
 from .config import TeacherConfig
 
 
@@ -240,9 +238,7 @@ class Teacher:
                     self.budget.settle(None, reply)
         todo = {i for i, r in enumerate(replies) if r is None}
         if todo:
-            columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                       TimeElapsedColumn())
-            with Progress(*columns, transient=True) as progress:
+            with display.stage_progress(label) as progress:
                 bar = progress.add_task("teacher", total=len(todo), stats="")
                 calls = Calls(self, keys, requests, replies, params, progress, bar)
                 items = [(i, request, key) for i, (request, key) in enumerate(zip(requests, keys))]
