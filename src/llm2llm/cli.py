@@ -31,15 +31,26 @@ def metrics_table(rows: list[dict]) -> Table:
 
 
 def _execute(cfg, out: Optional[Path], baseline=None) -> None:
+    """Run (or continue) the loop into the run dir, then show the table and the report's lines. `baseline`: a run of
+    the same seed sample and student whose iteration 0 this run takes (compare's random arm)."""
     from . import loop
+    from .compare import take_iteration_zero
     from .store import RunStore
 
     run_dir = Path(out or cfg.output.dir)
     try:
-        rows = loop.run(cfg, RunStore(run_dir), console, baseline=baseline)
+        parts = loop.build(cfg, RunStore(run_dir), console)
+        if baseline is not None:
+            take_iteration_zero(parts.store, baseline, parts.seed)
+        rows = loop.iterate(parts)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished stages are saved; continue with: llm2llm resume {run_dir}", err=True)
         raise typer.Exit(130)
+    if rows and rows[-1].get("stopped") == "budget":
+        spent = loop.spending(cfg, rows, rows[-1]["iteration"] + 1).describe()
+        console.print(f"[yellow]teacher budget reached ({spent}): the run stopped after iteration "
+                      f"{rows[-1]['iteration']} and keeps everything made so far. To go on: llm2llm resume {run_dir} "
+                      "--set teacher.budget_tokens=N (or teacher.budget_cost=X)[/]")
     console.print(metrics_table(rows))
     from .report import gain_line, projection, write_report
 

@@ -36,6 +36,17 @@ def compare_once(config: Path, overrides: list[str], out: Path, console: Console
     return {"llm2llm": ours, "random": RunStore(out / "random").metrics()}
 
 
+def take_iteration_zero(store: RunStore, baseline: RunStore, seed: list[dict]) -> None:
+    """The random arm's iteration 0 is the LLM2LLM run's (the same seed sample and student): its training set and
+    predictions are copied into `store` instead of training and evaluating the same model again."""
+    if not baseline.has(0, "pred_test.jsonl") or \
+            [r["id"] for r in baseline.read_jsonl(0, "train.jsonl")] != [r["id"] for r in seed]:
+        return
+    for name in ("train.jsonl", "pred_seed.jsonl", "pred_test.jsonl"):
+        if not store.has(0, name):
+            store.write_jsonl(0, name, baseline.read_jsonl(0, name))
+
+
 def final_accuracy(rows: list[dict], arm: str) -> float:
     return rows[0]["test_accuracy"] if arm == "plain" else rows[-1]["test_accuracy"]
 

@@ -188,6 +188,14 @@ class RunStore:
         rows.sort(key=lambda r: r["iteration"])
         atomic_write(self.root / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
+    def stage(self, iteration: int, name: str, compute) -> list[dict]:
+        """The stage's records: read back when already on disk, else computed and written atomically."""
+        if self.has(iteration, name):
+            return self.read_jsonl(iteration, name)
+        rows = compute()
+        self.write_jsonl(iteration, name, rows)
+        return rows
+
     def mark_stage(self, iteration: int, name: str) -> None:
         """iter_NNN/STAGE names the stage this iteration started last (train, evaluate, teacher, filter): it is
         in progress while its output is missing. For watching a run (the crash-safety test); never read back."""

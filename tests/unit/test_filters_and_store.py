@@ -108,7 +108,7 @@ def test_store_refuses_foreign_dir(tmp_path):
 def test_choose_randomly_is_seeded_and_sized(intent_files):
     from conftest import config_dict
     from llm2llm.config import build_config
-    from llm2llm.loop import choose_randomly
+    from llm2llm.augment import choose_randomly
 
     parents = [{"id": str(i), "text": f"t{i}", "label": "alarm"} for i in range(10)]
     preds = [{"id": str(i), "prediction": " alarm"} for i in range(10)]
@@ -118,3 +118,17 @@ def test_choose_randomly_is_seeded_and_sized(intent_files):
     assert all(p["student_prediction"] == " alarm" for p in first)
     assert len(choose_randomly(parents, preds, 7, 1, cfg)) == 5
     assert len(choose_randomly(parents, preds, 7, 2, cfg)) == 7  # past the list: as many as were wrong
+
+
+def test_the_random_arm_takes_iteration_zero_from_the_llm2llm_run_of_the_same_seed(tmp_path):
+    from llm2llm.compare import take_iteration_zero
+
+    ours, rand = RunStore(tmp_path / "llm2llm"), RunStore(tmp_path / "random")
+    seed = [{"id": "a", "text": "x", "label": "l"}, {"id": "b", "text": "y", "label": "l"}]
+    for name, rows in (("train.jsonl", seed), ("pred_seed.jsonl", [{"id": "a"}]), ("pred_test.jsonl", [{"id": "t"}])):
+        ours.write_jsonl(0, name, rows)
+    take_iteration_zero(rand, ours, seed[:1])  # another seed sample: nothing taken
+    assert not rand.has(0, "train.jsonl")
+    take_iteration_zero(rand, ours, seed)
+    assert [rand.read_jsonl(0, n) for n in ("train.jsonl", "pred_seed.jsonl", "pred_test.jsonl")] == \
+        [seed, [{"id": "a"}], [{"id": "t"}]]
