@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 
 from . import filters, judge as judges
+from .records import Request, TeacherCall, status
 from .config import RunConfig
 from .store import RunStore
 from .teacher import Budget, Teacher
@@ -21,7 +22,7 @@ from .teacher import Budget, Teacher
 @dataclass
 class Augmented:
     """What one teacher stage made and spent."""
-    calls: list[dict] = field(default_factory=list)
+    calls: list[TeacherCall] = field(default_factory=list)
     accepted: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
     spent: dict = field(default_factory=dict)  # teacher and judge tokens and calls, for metrics.jsonl
@@ -108,7 +109,7 @@ def choose_randomly(parents: list[dict], preds: list[dict], n_wrong: int, iterat
     return [{**parents[i], "student_prediction": preds[i]["prediction"]} for i in picked]
 
 
-def teacher_requests(task, chosen: list[dict], seed: list[dict], iteration: int, cfg: RunConfig) -> list[dict]:
+def teacher_requests(task, chosen: list[dict], seed: list[dict], iteration: int, cfg: RunConfig) -> list[Request]:
     """One teacher call per chosen (wrong) example and sample index, showing a few other seed examples
     of the same label or kind and asking for several new examples in the task's JSON schema."""
     requests, n = [], cfg.teacher.examples_per_call
@@ -128,20 +129,21 @@ def pick_shots(task, parent: dict, seed: list[dict], k: int, salt: str) -> list[
     return random.Random(f"{parent['id']}-{salt}").sample(same, min(k, len(same)))
 
 
-def teacher_stage(store: RunStore, iteration: int, teacher: Teacher, requests: list[dict], console: Console):
+def teacher_stage(store: RunStore, iteration: int, teacher: Teacher, requests: list[Request],
+                  console: Console) -> list[TeacherCall]:
     """The teacher stage's calls, read back when on disk; but while the stage is unfinished (its replies not yet
     filtered: no accepted.jsonl), the calls that failed are asked again (the rest come from the cache, unpaid)."""
     resumed = store.has(iteration, "teacher_calls.jsonl")
     calls = store.stage(iteration, "teacher_calls.jsonl", lambda: ask_teacher(teacher, requests, store, console))
-    if resumed and not store.has(iteration, "accepted.jsonl") and any("error" in c["reply"] for c in calls):
+    if resumed and not store.has(iteration, "accepted.jsonl") and any(status(c["reply"]) == "failed" for c in calls):
         calls = ask_teacher(teacher, requests, store, console)
         store.write_jsonl(iteration, "teacher_calls.jsonl", calls)
     return calls
 
 
-def ask_teacher(teacher: Teacher, requests: list[dict], store: RunStore, console: Console) -> list[dict]:
-    """The replies with what produced them. A call the budget did not allow is kept as
-    {"skipped": "budget"}, so the record also says what was not asked."""
+def ask_teacher(teacher: Teacher, requests: list[Request], store: RunStore, console: Console) -> list[TeacherCall]:
+    """The replies with what produced them. A call the budget did not allow is kept with the status "skipped",
+    so the record also says what was not asked."""
     iteration = requests[0]["iteration"] if requests else 0
     if requests:
         store.mark_stage(iteration, "teacher")
@@ -150,5 +152,5 @@ def ask_teacher(teacher: Teacher, requests: list[dict], store: RunStore, console
         store.write_json(iteration, "teacher_stats.json", teacher.tally.as_dict())
     if teacher.tally.made or teacher.tally.skipped:
         console.print(f"teacher: {teacher.tally.line()}")
-    skipped = {"skipped": "budget", "text": "", "prompt_tokens": 0, "completion_tokens": 0}
+    skipped = {"status": "skipped", "text": "", "prompt_tokens": 0, "completion_tokens": 0}
     return [{"parent_id": r["parent"]["id"], **r, "reply": reply or skipped} for r, reply in zip(requests, replies)]

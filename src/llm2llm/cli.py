@@ -19,14 +19,14 @@ VERBOSE = typer.Option(False, "--verbose", "-v", help="also show the libraries' 
 
 
 def metrics_table(rows: list[dict]) -> Table:
+    from .report import metrics_table as cells
+
+    head, body = cells(rows, console=True)
     table = Table(title="LLM2LLM, per iteration (0 = plain fine-tuning)")
-    for name in ("iter", "train", "seed acc", "test acc", "Δ test", "wrong", "calls", "kept", "dropped"):
+    for name in head:
         table.add_column(name, justify="right")
-    base = rows[0]["test_accuracy"] if rows else 0.0
-    for r in rows:
-        table.add_row(str(r["iteration"]), str(r["train_size"]), f"{r['seed_accuracy']:.3f}",
-                      f"{r['test_accuracy']:.3f}", f"{r['test_accuracy'] - base:+.3f}", str(r["wrong"]),
-                      str(r["generated"]), str(r["accepted"]), str(r["rejected"]))
+    for row in body:
+        table.add_row(*row)
     return table
 
 
@@ -116,7 +116,7 @@ def compare(config: Path = typer.Argument(..., help="YAML run config"),
         plain = runs["llm2llm"][0]["test_accuracy"]
         for name, arm, rows in (("plain fine-tuning", "plain", runs["llm2llm"][:1]),
                                 ("LLM2LLM", "llm2llm", runs["llm2llm"]), ("random augmentation", "random", runs["random"])):
-            acc, calls = final_accuracy(rows, arm), sum(r["generated"] for r in rows[:-1])
+            acc, calls = final_accuracy(rows, arm), sum(r["calls"] for r in rows[:-1])
             table.add_row(name, f"{acc:.3f}", f"{acc - plain:+.3f}", str(rows[-1]["train_size"]), str(calls))
         console.print(table)
 

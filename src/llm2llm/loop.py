@@ -21,9 +21,10 @@ from rich.console import Console
 from . import augment, data, filters, judge as judges, student, vllm_student
 from .augment import spending, teacher_requests, teacher_stage  # noqa: F401 (benchmarks and tests use them here)
 from .config import RunConfig
+from .records import MetricsRow, status
 from .store import RunStore
 from .tasks import Task, make_task
-from .teacher import Budget, Cache, Teacher, make_backend
+from .teacher import Cache, Teacher, make_backend, price
 
 # config fields that change how a run goes, not what it produces: they may differ on resume
 # (a budget may be raised to let a run that stopped at it go on)
@@ -178,24 +179,24 @@ def accuracy(preds: list[dict]) -> float:
 
 
 def metrics_row(r: Run, it: int, train_set, pred_seed, pred_test, wrong, new: augment.Augmented, train_stats: dict,
-                clock: dict) -> dict:
+                clock: dict) -> MetricsRow:
     """The iteration's row of metrics.jsonl."""
     seed_ids = {ex["id"] for ex in r.seed}
-    replies = [c["reply"] for c in new.calls]
+    made = [status(c["reply"]) for c in new.calls]
     row = {"iteration": it, "train_size": len(train_set),
            "seed_accuracy": accuracy([p for p in pred_seed if p["id"] in seed_ids]),
            "test_accuracy": accuracy(pred_test), "wrong": len(wrong),
-           "generated": sum(1 for reply in replies if "skipped" not in reply),
+           "calls": sum(1 for s in made if s != "skipped"),
            "accepted": len(new.accepted), "rejected": len(new.rejected), **filters.counts(new.accepted, new.rejected),
-           **new.spent, "teacher_failed": sum(1 for reply in replies if "error" in reply),
-           **({"budget_skipped": n} if (n := sum(1 for reply in replies if "skipped" in reply)) else {}),
+           **new.spent, "teacher_failed": made.count("failed"),
+           **({"budget_skipped": n} if (n := made.count("skipped")) else {}),
            **{k: v for k, v in train_stats.items() if k in ("train_loss", "steps", "padding_waste")}, **clock}
     if "embedding" in r.figures:
         row["judge_seed_agreement"] = r.figures["embedding"]
     if "teacher" in r.figures:
         row["teacher_judge_seed_agreement"] = r.figures["teacher"]
     if r.cfg.teacher.price_per_million:
-        row["cost"] = round(Budget(r.cfg.teacher).price(row["prompt_tokens"], row["completion_tokens"]), 6)
+        row["cost"] = round(price(r.cfg.teacher.price_per_million, row["prompt_tokens"], row["completion_tokens"]), 6)
     if new.stopped:
         row["stopped"] = "budget"
     return row
@@ -207,5 +208,5 @@ def record(r: Run, row: dict) -> None:
     if not written or (written[0].get("stopped") and not row.get("stopped")):
         r.store.write_metrics(row)
     r.console.print(f"iteration {row['iteration']}: test accuracy {row['test_accuracy']:.3f}, seed "
-                    f"{row['seed_accuracy']:.3f}, {row['wrong']} wrong, {row['generated']} calls, {row['accepted']} "
+                    f"{row['seed_accuracy']:.3f}, {row['wrong']} wrong, {row['calls']} calls, {row['accepted']} "
                     f"kept ({sum(row.get(k, 0) for k in ('train_s', 'eval_s', 'teacher_s')) / 60:.1f} min)")

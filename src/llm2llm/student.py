@@ -91,9 +91,7 @@ def training_rows(task, examples: list[dict]) -> list[dict]:
 def encode(tokenizer, row: dict, max_length: int) -> dict:
     """prompt+completion+EOS as one sequence, tokenised exactly as scoring does; loss on the completion only
     (labels are -100 up to where the ids depart from the prompt's own), cut to max_length."""
-    prompt_ids = tokenizer(row["prompt"], add_special_tokens=False).input_ids
-    ids = tokenizer(row["prompt"] + row["completion"] + tokenizer.eos_token, add_special_tokens=False).input_ids
-    start = _common_prefix(prompt_ids, ids)
+    [(ids, start)] = tokenise_completions(tokenizer, row["prompt"], [row["completion"]])
     cut = len(ids) > max_length
     ids = ids[:max_length]
     labels = ([-100] * start + ids[start:])[:len(ids)]
@@ -299,6 +297,17 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def tokenise_completions(tokenizer, prompt: str, completions: list[str]) -> list[tuple[list[int], int]]:
+    """Per completion: the ids of prompt + completion + EOS, tokenised as one text (training, scoring and vLLM
+    scoring all do it this way), and where the completion starts: where those ids depart from the prompt's own."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    out = []
+    for completion in completions:
+        ids = tokenizer(prompt + completion + tokenizer.eos_token, add_special_tokens=False).input_ids
+        out.append((ids, _common_prefix(prompt_ids, ids)))
+    return out
+
+
 def cut_sorted(lengths: list[int], max_rows: int, overhead: int = 64) -> list[tuple[int, int]]:
     """Cut ascending lengths into runs of at most max_rows, as (start, end), minimising the padded tokens plus
     `overhead` tokens per run (one forward pass's fixed cost, ~60 ms on 2 CPU cores for SmolLM2-135M): the
@@ -336,14 +345,11 @@ def candidate_logprobs(model, tokenizer, prompts: list[str], candidates: list[li
     """
     import torch
 
-    eos = tokenizer.eos_token
     items = []  # per prompt: (shared prefix ids, [(tail ids, first scored tail position)])
     for prompt, cands in zip(prompts, candidates):
-        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-        full = [tokenizer(prompt + cand + eos, add_special_tokens=False).input_ids for cand in cands]
-        starts = [_common_prefix(prompt_ids, ids) for ids in full]
-        shared = max(1, min(starts))  # tokens every candidate shares with the prompt
-        items.append((full[0][:shared], [(ids[shared:], begin - shared) for ids, begin in zip(full, starts)]))
+        full = tokenise_completions(tokenizer, prompt, cands)
+        shared = max(1, min(start for _, start in full))  # tokens every candidate shares with the prompt
+        items.append((full[0][0][:shared], [(ids[shared:], begin - shared) for ids, begin in full]))
     if not items:
         return []
     head = items[0][0][:min(len(seq) for seq, _ in items) - 1]  # what every prompt starts with, short of the end
@@ -351,8 +357,6 @@ def candidate_logprobs(model, tokenizer, prompts: list[str], candidates: list[li
         head = head[:_common_prefix(head, seq)]
     order = sorted(range(len(items)), key=lambda k: (len(items[k][1]), len(items[k][0])))
     scores = [[] for _ in items]
-    pad = tokenizer.pad_token_id
-    dev = model.device
     # transformers renamed the forward's `past_key_values` to `cache` (the old name goes in 5.40)
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
     cache_arg = "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
@@ -361,54 +365,69 @@ def candidate_logprobs(model, tokenizer, prompts: list[str], candidates: list[li
         group = list(group)
         batches += [group[a:b] for a, b in cut_sorted([len(items[k][0]) for k in group], batch_size)]
     with torch.inference_mode(), display.counting(label, len(items)) as advance:
+        head_cache = None
         if head:  # 0. the shared head, once
-            head_cache = getattr(model(input_ids=torch.tensor([head], device=dev), use_cache=True, logits_to_keep=1),
-                                 cache_arg)
+            head_cache = getattr(model(input_ids=torch.tensor([head], device=model.device), use_cache=True,
+                                       logits_to_keep=1), cache_arg)
         for chunk in batches:
-            n_cands = len(items[chunk[0]][1])
-            # 1. each prompt's own tokens, once, left-padded between the head and the end
-            seqs = [items[k][0][len(head):] for k in chunk]
-            width = max(len(seq) for seq in seqs)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, seq in enumerate(seqs):
-                ids[row, width - len(seq):] = torch.tensor(seq)
-                mask[row, width - len(seq):] = 1
-            pos = len(head) + (mask.cumsum(-1) - 1).clamp(min=0)
-            mask = torch.cat([torch.ones(len(chunk), len(head), dtype=torch.long), mask], -1)
-            cache = None
-            if head:
-                cache = copy.deepcopy(head_cache)
-                cache.batch_repeat_interleave(len(chunk))
-            # only the last position's logits are needed: the LM head is a fifth of a small model's compute
-            out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
-                        logits_to_keep=1, **{cache_arg: cache})
-            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()  # predicts each tail's first token
-            cache = getattr(out, cache_arg)
-            # 2. every candidate's tail but its last token (only what follows it is scored), on its own copy
-            # of the prompt's cache; for one-token labels that is the label, to score the EOS after it
-            tails = [tail for k in chunk for tail, _ in items[k][1]]
-            tail_width = max(len(t) for t in tails) - 1
-            if tail_width:
-                cache.batch_repeat_interleave(n_cands)
-                tail_ids = torch.full((len(tails), tail_width), pad, dtype=torch.long)
-                next_ids = torch.zeros_like(tail_ids)  # the token each position's logits score
-                tail_mask = torch.zeros_like(tail_ids)
-                for row, tail in enumerate(tails):
-                    tail_ids[row, :len(tail) - 1] = torch.tensor(tail[:-1], dtype=torch.long)
-                    next_ids[row, :len(tail) - 1] = torch.tensor(tail[1:], dtype=torch.long)
-                    tail_mask[row, :len(tail) - 1] = 1
-                tail_pos = mask.sum(-1).repeat_interleave(n_cands)[:, None] + torch.arange(tail_width)[None, :]
-                out = model(input_ids=tail_ids.to(dev), position_ids=tail_pos.to(dev), **{cache_arg: cache},
-                            attention_mask=torch.cat([mask.repeat_interleave(n_cands, 0), tail_mask], -1).to(dev))
-                logits = out.logits.float()  # only the scored tokens' log-probabilities leave the device
-                rest = (logits.gather(-1, next_ids.to(dev)[..., None])[..., 0] - logits.logsumexp(-1)).cpu()
-            for row, k in enumerate(chunk):
-                for c, (tail, skip) in enumerate(items[k][1]):
-                    flat = row * n_cands + c
-                    lps = [float(first[row, tail[0]])] + [float(rest[flat, j - 1]) for j in range(1, len(tail))]
-                    scores[k].append(sum(lps[skip:]))
+            for k, row in zip(chunk, _score_batch(model, [items[k] for k in chunk], head, head_cache, cache_arg,
+                                                   tokenizer.pad_token_id)):
+                scores[k] = row
             advance(len(chunk))
+    return scores
+
+
+def _score_batch(model, batch: list[tuple[list[int], list]], head: list[int], head_cache, cache_arg: str,
+                 pad: int) -> list[list[float]]:
+    """candidate_logprobs for one batch of prompts with equally many candidates: each prompt's own tokens after the
+    shared head, then every candidate's tail on its own copy of its prompt's cache."""
+    import torch
+
+    dev, n_cands = model.device, len(batch[0][1])
+    # 1. each prompt's own tokens, once, left-padded between the head and the end
+    seqs = [seq[len(head):] for seq, _ in batch]
+    width = max(len(seq) for seq in seqs)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(seqs):
+        ids[row, width - len(seq):] = torch.tensor(seq)
+        mask[row, width - len(seq):] = 1
+    pos = len(head) + (mask.cumsum(-1) - 1).clamp(min=0)
+    mask = torch.cat([torch.ones(len(batch), len(head), dtype=torch.long), mask], -1)
+    cache = None
+    if head:
+        cache = copy.deepcopy(head_cache)
+        cache.batch_repeat_interleave(len(batch))
+    # only the last position's logits are needed: the LM head is a fifth of a small model's compute
+    out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
+                logits_to_keep=1, **{cache_arg: cache})
+    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()  # predicts each tail's first token
+    cache = getattr(out, cache_arg)
+    # 2. every candidate's tail but its last token (only what follows it is scored), on its own copy
+    # of the prompt's cache; for one-token labels that is the label, to score the EOS after it
+    tails = [tail for _, cands in batch for tail, _ in cands]
+    tail_width = max(len(t) for t in tails) - 1
+    if tail_width:
+        cache.batch_repeat_interleave(n_cands)
+        tail_ids = torch.full((len(tails), tail_width), pad, dtype=torch.long)
+        next_ids = torch.zeros_like(tail_ids)  # the token each position's logits score
+        tail_mask = torch.zeros_like(tail_ids)
+        for row, tail in enumerate(tails):
+            tail_ids[row, :len(tail) - 1] = torch.tensor(tail[:-1], dtype=torch.long)
+            next_ids[row, :len(tail) - 1] = torch.tensor(tail[1:], dtype=torch.long)
+            tail_mask[row, :len(tail) - 1] = 1
+        tail_pos = mask.sum(-1).repeat_interleave(n_cands)[:, None] + torch.arange(tail_width)[None, :]
+        out = model(input_ids=tail_ids.to(dev), position_ids=tail_pos.to(dev), **{cache_arg: cache},
+                    attention_mask=torch.cat([mask.repeat_interleave(n_cands, 0), tail_mask], -1).to(dev))
+        logits = out.logits.float()  # only the scored tokens' log-probabilities leave the device
+        rest = (logits.gather(-1, next_ids.to(dev)[..., None])[..., 0] - logits.logsumexp(-1)).cpu()
+    scores = []
+    for row, (_, cands) in enumerate(batch):
+        scores.append([])
+        for c, (tail, skip) in enumerate(cands):
+            flat = row * n_cands + c
+            lps = [float(first[row, tail[0]])] + [float(rest[flat, j - 1]) for j in range(1, len(tail))]
+            scores[-1].append(sum(lps[skip:]))
     return scores
 
 

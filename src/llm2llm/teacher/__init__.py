@@ -10,13 +10,13 @@ and returned.
 from __future__ import annotations
 
 from ..config import TeacherConfig
-from .cache import Budget, Cache, estimate_tokens, most_tokens
+from .cache import Budget, Cache, estimate_tokens, most_tokens, price
 from .core import Calls, Job, Tally, Teacher
 from .llamacpp_backend import LlamaCppBackend, gguf_file
 from .local_backend import JsonSchemaProcessor, LocalBackend
 from .openai_backend import BadReply, OpenAIBackend, redact, retry_after
 
-__all__ = ["Budget", "Cache", "estimate_tokens", "most_tokens", "Calls", "Job", "Tally", "Teacher", "LlamaCppBackend",
+__all__ = ["Budget", "Cache", "estimate_tokens", "most_tokens", "price", "Calls", "Job", "Tally", "Teacher", "LlamaCppBackend",
            "gguf_file", "JsonSchemaProcessor", "LocalBackend", "BadReply", "OpenAIBackend", "redact", "retry_after",
            "make_backend"]
 

@@ -61,6 +61,13 @@ def most_tokens(request: dict, max_tokens: int, tokenizer=None) -> tuple[int, in
     return size + TEMPLATE_OVERHEAD, max_tokens
 
 
+def price(table: dict | None, prompt: int, completion: int) -> float:
+    """What tokens cost at a price table of {"prompt": ..., "completion": ...} per million (teacher.price_per_million);
+    0 without one."""
+    table = table or {}
+    return (prompt * table.get("prompt", 0) + completion * table.get("completion", 0)) / 1e6
+
+
 class Budget:
     """The run's cap on teacher spending, in tokens and/or money. A call starts only when what has been
     spent, plus the most that the calls in flight and this one may cost, stays within the cap."""
@@ -71,8 +78,7 @@ class Budget:
         self.refused = 0
 
     def price(self, prompt: int, completion: int) -> float:
-        table = self.cfg.price_per_million or {}
-        return (prompt * table.get("prompt", 0) + completion * table.get("completion", 0)) / 1e6
+        return price(self.cfg.price_per_million, prompt, completion)
 
     def _fits(self, prompt: int, completion: int) -> bool:
         if self.cfg.budget_tokens is not None and self.tokens + prompt + completion > self.cfg.budget_tokens:

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from .. import display
 from ..config import TeacherConfig
+from ..records import Reply, Request
 from .cache import Budget, Cache, _key, most_tokens
 
 
@@ -83,7 +84,7 @@ class Calls:
             self.teacher.cache.put(self.keys[i], reply)
         if self.teacher.budget is not None:
             self.teacher.budget.settle(self.estimates.pop(i, None), reply)
-        self.replies[i] = {**reply, "cached": False}
+        self.replies[i] = {**reply, "status": "failed" if "error" in reply else "ok", "cached": False}
         self.tally.made += 1
         self.tally.prompt_tokens += reply["prompt_tokens"]
         self.tally.completion_tokens += reply["completion_tokens"]
@@ -121,7 +122,7 @@ class Teacher:
                      "params": params or self.params, "sample": [request["iteration"], request["sample"]],
                      **({"shape": shape} if shape else {})})
 
-    def complete(self, requests: list[dict], label: str = "teacher", **overrides) -> list[dict | None]:
+    def complete(self, requests: list[Request], label: str = "teacher", **overrides) -> list[Reply | None]:
         """One reply per request ({messages, iteration, sample, and optionally the JSON `schema` the reply must
         match}); `overrides` replace generation parameters (the judge asks with temperature 0)."""
         params = {**self.params, **overrides}
@@ -130,7 +131,7 @@ class Teacher:
         self.tally = Tally(requests=len(requests))
         for reply in replies:
             if reply is not None:  # paid for earlier in this run: it counts against the budget
-                reply["cached"] = True
+                reply.update(status="ok", cached=True)
                 self.tally.cached += 1
                 if self.budget is not None:
                     self.budget.settle(None, reply)
