@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from rich.console import Console
 
 from . import filters, judge as judges
-from .records import Request, TeacherCall, status
 from .config import RunConfig
+from .records import Request, TeacherCall, status
 from .store import RunStore
 from .teacher import Budget, Teacher
 

@@ -11,6 +11,7 @@ import functools
 import time
 import warnings
 
+from rich import get_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 VERBOSE = False
@@ -65,9 +66,11 @@ def quiet(fn):
 
 
 def stage_progress(label: str) -> Progress:
-    """A stage's live display: label, bar, done/total, the stage's own figures (the `stats` field), time."""
+    """A stage's live display: label, bar, done/total, the stage's own figures (the `stats` field), time. Shown on
+    a terminal only: in a log file it would leave a blank line behind."""
     return Progress(TextColumn(label), BarColumn(bar_width=16), MofNCompleteColumn(),
-                    TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), transient=True)
+                    TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), transient=True,
+                    disable=not get_console().is_interactive)
 
 
 @contextlib.contextmanager

@@ -207,6 +207,6 @@ def record(r: Run, row: dict) -> None:
     written = [m for m in r.store.metrics() if m["iteration"] == row["iteration"]]
     if not written or (written[0].get("stopped") and not row.get("stopped")):
         r.store.write_metrics(row)
-    r.console.print(f"iteration {row['iteration']}: test accuracy {row['test_accuracy']:.3f}, seed "
-                    f"{row['seed_accuracy']:.3f}, {row['wrong']} wrong, {row['calls']} calls, {row['accepted']} "
-                    f"kept ({sum(row.get(k, 0) for k in ('train_s', 'eval_s', 'teacher_s')) / 60:.1f} min)")
+    r.console.print(f"iteration {row['iteration']}: test acc {row['test_accuracy']:.3f}, seed {row['seed_accuracy']:.3f}, "
+                    f"{row['wrong']} wrong, {row['calls']} calls, {row['accepted']} kept, "
+                    f"{sum(row.get(k, 0) for k in ('train_s', 'eval_s', 'teacher_s')) / 60:.1f} min")

@@ -46,3 +46,16 @@ def test_verbose_leaves_libraries_as_they_are(monkeypatch):
     transformers.logging.enable_progress_bar()
     assert display.quiet(transformers.logging.is_progress_bar_enabled)() is True
 
+
+
+def test_a_live_display_leaves_nothing_in_a_log_file(tmp_path):
+    """Run into a file (not a terminal), a stage's live display must not leave blank lines between our own."""
+    code = ("from llm2llm import display\n"
+            "print('before')\n"
+            "with display.counting('evaluate', 2) as advance:\n"
+            "    advance(2)\n"
+            "print('after')\n")
+    log = tmp_path / "run.log"
+    with log.open("w") as f:
+        subprocess.run([sys.executable, "-c", code], stdout=f, stderr=subprocess.STDOUT, check=True)
+    assert log.read_text() == "before\nafter\n"

@@ -54,10 +54,10 @@ def test_the_loop_trains_evaluates_augments_and_records_each_iteration(tmp_path,
     assert rows[0]["prompt_tokens"] == 80 and rows[0]["completion_tokens"] == 40
     assert closed == [True]  # the teacher's cache is closed when the loop ends
     lines = out.getvalue().splitlines()
-    assert [line[:line.index(" (")] for line in lines if ": test accuracy" in line] == [
-        "iteration 0: test accuracy 0.333, seed 0.333, 4 wrong, 8 calls, 4 kept",
-        "iteration 1: test accuracy 0.333, seed 0.333, 4 wrong, 8 calls, 0 kept",  # the same texts again: duplicates
-        "iteration 2: test accuracy 0.333, seed 0.333, 4 wrong, 0 calls, 0 kept"]
+    assert [line[:line.rindex(",")] for line in lines if ": test acc" in line] == [
+        "iteration 0: test acc 0.333, seed 0.333, 4 wrong, 8 calls, 4 kept",
+        "iteration 1: test acc 0.333, seed 0.333, 4 wrong, 8 calls, 0 kept",  # the same texts again: duplicates
+        "iteration 2: test acc 0.333, seed 0.333, 4 wrong, 0 calls, 0 kept"]
     assert all(len(line) <= 80 for line in lines)
 
     # run again into the same dir: every stage is read back, nothing is trained or asked again
