@@ -10,35 +10,47 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import UserError
+from . import UserError, display
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Grow a small model's training data from its own mistakes (LLM2LLM).")
 console = Console()
+VERBOSE = typer.Option(False, "--verbose", "-v", help="also show the libraries' progress bars, logs and notices")
 
 
 def metrics_table(rows: list[dict]) -> Table:
+    from .report import metrics_table as cells
+
+    head, body = cells(rows, console=True)
     table = Table(title="LLM2LLM, per iteration (0 = plain fine-tuning)")
-    for name in ("iter", "train", "seed acc", "test acc", "Δ test", "wrong", "calls", "kept", "dropped"):
+    for name in head:
         table.add_column(name, justify="right")
-    base = rows[0]["test_accuracy"] if rows else 0.0
-    for r in rows:
-        table.add_row(str(r["iteration"]), str(r["train_size"]), f"{r['seed_accuracy']:.3f}",
-                      f"{r['test_accuracy']:.3f}", f"{r['test_accuracy'] - base:+.3f}", str(r["wrong"]),
-                      str(r["generated"]), str(r["accepted"]), str(r["rejected"]))
+    for row in body:
+        table.add_row(*row)
     return table
 
 
 def _execute(cfg, out: Optional[Path], baseline=None) -> None:
+    """Run (or continue) the loop into the run dir, then show the table and the report's lines. `baseline`: a run of
+    the same seed sample and student whose iteration 0 this run takes (compare's random arm)."""
     from . import loop
+    from .compare import take_iteration_zero
     from .store import RunStore
 
     run_dir = Path(out or cfg.output.dir)
     try:
-        rows = loop.run(cfg, RunStore(run_dir), console, baseline=baseline)
+        parts = loop.build(cfg, RunStore(run_dir), console)
+        if baseline is not None:
+            take_iteration_zero(parts.store, baseline, parts.seed)
+        rows = loop.iterate(parts)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished stages are saved; continue with: llm2llm resume {run_dir}", err=True)
         raise typer.Exit(130)
+    if rows and rows[-1].get("stopped") == "budget":
+        spent = loop.spending(cfg, rows, rows[-1]["iteration"] + 1).describe()
+        console.print(f"[yellow]teacher budget reached ({spent}): the run stopped after iteration "
+                      f"{rows[-1]['iteration']} and keeps everything made so far. To go on: llm2llm resume {run_dir} "
+                      "--set teacher.budget_tokens=N (or teacher.budget_cost=X)[/]")
     console.print(metrics_table(rows))
     from .report import gain_line, projection, write_report
 
@@ -59,20 +71,24 @@ def _guard(fn, *args) -> None:
 @app.command()
 def run(config: Path = typer.Argument(..., help="YAML run config"),
         set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value"),
-        out: Optional[Path] = typer.Option(None, "--out", help="run directory (default: output.dir)")):
+        out: Optional[Path] = typer.Option(None, "--out", help="run directory (default: output.dir)"),
+        verbose: bool = VERBOSE):
     """Run the LLM2LLM loop from a config file. Rerunning into the same --out continues a stopped run."""
     from .config import load_config
 
+    display.set_verbose(verbose)
     _guard(lambda: _execute(load_config(config, set_), out))
 
 
 @app.command()
 def resume(run_dir: Path = typer.Argument(..., help="a run directory made by `llm2llm run` or `llm2llm demo`"),
            set_: list[str] = typer.Option([], "--set", help="change a field that does not change results, "
-                                          "e.g. teacher.budget_tokens=200000 or teacher.concurrency=32")):
+                                          "e.g. teacher.budget_tokens=200000 or teacher.concurrency=32"),
+           verbose: bool = VERBOSE):
     """Continue a stopped run from its first unfinished stage, with the config it was started with."""
     from .config import load_config
 
+    display.set_verbose(verbose)
     def go():
         snapshot = run_dir / "config.yaml"
         if not snapshot.exists():
@@ -85,9 +101,11 @@ def resume(run_dir: Path = typer.Argument(..., help="a run directory made by `ll
 @app.command()
 def compare(config: Path = typer.Argument(..., help="YAML run config"),
             set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value"),
-            out: Path = typer.Option(Path("runs/compare"), "--out", help="folder for the runs")):
+            out: Path = typer.Option(Path("runs/compare"), "--out", help="folder for the runs"),
+            verbose: bool = VERBOSE):
     """The paper's comparison on one seed set and teacher budget: plain fine-tuning (iteration 0),
     LLM2LLM, and random augmentation (random seed examples to the teacher, as many as LLM2LLM sent)."""
+    display.set_verbose(verbose)
     from .compare import compare_once, final_accuracy
 
     def go():
@@ -98,7 +116,7 @@ def compare(config: Path = typer.Argument(..., help="YAML run config"),
         plain = runs["llm2llm"][0]["test_accuracy"]
         for name, arm, rows in (("plain fine-tuning", "plain", runs["llm2llm"][:1]),
                                 ("LLM2LLM", "llm2llm", runs["llm2llm"]), ("random augmentation", "random", runs["random"])):
-            acc, calls = final_accuracy(rows, arm), sum(r["generated"] for r in rows[:-1])
+            acc, calls = final_accuracy(rows, arm), sum(r["calls"] for r in rows[:-1])
             table.add_row(name, f"{acc:.3f}", f"{acc - plain:+.3f}", str(rows[-1]["train_size"]), str(calls))
         console.print(table)
 
@@ -109,9 +127,11 @@ def compare(config: Path = typer.Argument(..., help="YAML run config"),
 def effect(config: Path = typer.Argument(..., help="YAML run config"),
            seeds: str = typer.Option("0,1,2", "--seeds", help="sampling seeds, comma-separated"),
            set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value"),
-           out: Path = typer.Option(Path("runs/effect"), "--out", help="folder for the runs")):
+           out: Path = typer.Option(Path("runs/effect"), "--out", help="folder for the runs"),
+           verbose: bool = VERBOSE):
     """`compare` over several seed samples: mean and spread of test accuracy for plain fine-tuning, LLM2LLM
     and random augmentation, and LLM2LLM's gain; written to OUT/effect.md and OUT/effect.json."""
+    display.set_verbose(verbose)
     from .compare import effect as measure, markdown
 
     def go():
@@ -175,10 +195,12 @@ def export(run_dir: Path = typer.Argument(..., help="a finished (or stopped) run
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="run directory"),
-         set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value")):
+         set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value"),
+         verbose: bool = VERBOSE):
     """The embedded default: SmolLM2-135M as student and teacher on our own intent data, offline on CPU."""
     from .config import load_config
 
+    display.set_verbose(verbose)
     def go():
         folder = resources.files("llm2llm") / "demo"
         overrides = [f"data.train.path={folder / 'train.jsonl'}", f"data.test.path={folder / 'test.jsonl'}", *set_]

@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .config import load_config
+from .filters import category
 from .store import RunStore, atomic_write
 from .tasks import make_task
 
@@ -30,10 +31,21 @@ def compare_once(config: Path, overrides: list[str], out: Path, console: Console
     cfg = load_config(config, overrides)
     execute(cfg, out / "llm2llm")
     ours = RunStore(out / "llm2llm").metrics()
-    counts = ",".join(str(m["generated"] // cfg.teacher.samples_per_example) for m in ours[:-1])
+    counts = ",".join(str(m["calls"] // cfg.teacher.samples_per_example) for m in ours[:-1])
     rand = load_config(config, [*overrides, "loop.augment=random", f"loop.random_counts=[{counts}]"])
     execute(rand, out / "random", baseline=RunStore(out / "llm2llm"))
     return {"llm2llm": ours, "random": RunStore(out / "random").metrics()}
+
+
+def take_iteration_zero(store: RunStore, baseline: RunStore, seed: list[dict]) -> None:
+    """The random arm's iteration 0 is the LLM2LLM run's (the same seed sample and student): its training set and
+    predictions are copied into `store` instead of training and evaluating the same model again."""
+    if not baseline.has(0, "pred_test.jsonl") or \
+            [r["id"] for r in baseline.read_jsonl(0, "train.jsonl")] != [r["id"] for r in seed]:
+        return
+    for name in ("train.jsonl", "pred_seed.jsonl", "pred_test.jsonl"):
+        if not store.has(0, name):
+            store.write_jsonl(0, name, baseline.read_jsonl(0, name))
 
 
 def final_accuracy(rows: list[dict], arm: str) -> float:
@@ -82,7 +94,7 @@ def kind_of(task, ex: dict) -> str:
 
 def arm_details(store: RunStore, task) -> list[dict]:
     """Per iteration with a teacher stage: the kinds of the examples sent to the teacher (the wrong ones, or the
-    random arm's chosen ones) and of the accepted ones, and the rejected replies by reason (up to its first ':')."""
+    random arm's chosen ones) and of the accepted ones, and the rejected replies by reason (filters.category)."""
     out = []
     for m in store.metrics():
         it = m["iteration"]
@@ -91,7 +103,7 @@ def arm_details(store: RunStore, task) -> list[dict]:
         sent = store.read_jsonl(it, "chosen.jsonl" if store.has(it, "chosen.jsonl") else "wrong.jsonl")
         out.append({"iteration": it, "parents": dict(Counter(kind_of(task, ex) for ex in sent)),
                     "accepted": dict(Counter(kind_of(task, ex) for ex in store.read_jsonl(it, "accepted.jsonl"))),
-                    "reasons": dict(Counter(r["reason"].split(":")[0] for r in store.read_jsonl(it, "rejected.jsonl")))})
+                    "reasons": dict(Counter(category(r["reason"]) for r in store.read_jsonl(it, "rejected.jsonl")))})
     return out
 
 
@@ -103,7 +115,7 @@ def _per_iteration(runs: dict[int, dict], seeds: list[int]) -> list[dict]:
         for it in range(min(len(runs[s][arm]) for s in seeds)):
             rows = [runs[s][arm][it] for s in seeds]
             per_iter.append({"arm": arm, "iteration": it, **{k: statistics.fmean(r.get(k, 0) for r in rows) for k in (
-                "test_accuracy", "seed_accuracy", "train_size", "wrong", "generated", "proposed", "accepted",
+                "test_accuracy", "seed_accuracy", "train_size", "wrong", "calls", "proposed", "accepted",
                 "rejected", "near_duplicates", "test_overlap", "not_examples", "judged_out")},
                 "tokens": statistics.fmean(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in rows),
                 "minutes": statistics.fmean(sum(r.get(k, 0) for k in ("train_s", "eval_s", "teacher_s"))
@@ -171,7 +183,7 @@ def markdown(summary: dict, title: str) -> str:
     for r in summary["iterations"]:
         lines.append(f"| {r['arm']} | {r['iteration']} | {r['train_size']:.1f} | {r['seed_accuracy']:.3f} | "
                      f"{r['test_accuracy']:.3f} | " + " | ".join(f"{r.get(k, 0):.1f}" for k in (
-                         "wrong", "generated", "proposed", "accepted", "rejected", "near_duplicates", "test_overlap",
+                         "wrong", "calls", "proposed", "accepted", "rejected", "near_duplicates", "test_overlap",
                          "not_examples", "judged_out")) + f" | {r.get('tokens', 0):,.0f} | {r.get('minutes', 0):.1f} |")
     lines += distribution_lines(summary)
     minutes, stages = summary["minutes_per_seed"], summary.get("stage_minutes_per_seed", {})

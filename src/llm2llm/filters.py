@@ -10,6 +10,7 @@ import json
 from datasketch import MinHash, MinHashLSH
 
 from .config import FilterConfig
+from .records import status
 from .tasks import NOT_AN_EXAMPLE, Reject, Task
 
 NUM_PERM = 128
@@ -87,10 +88,10 @@ def keep(task: Task, calls: list[dict], known: list[dict], test: list[dict], ite
     accepted, rejected = [], []
     for call in calls:
         parent, reply = call["parent"], call["reply"]
-        if "skipped" in reply:  # never asked (the budget ran out): nothing to keep or reject
+        if status(reply) == "skipped":  # never asked (the budget ran out): nothing to keep or reject
             continue
         base = {"parent_id": parent["id"], "sample": call["sample"], "raw": reply["text"]}
-        if "error" in reply:
+        if status(reply) == "failed":
             rejected.append({**base, "reason": f"teacher call failed: {reply['error']}"})
             continue
         for fields in task.parse(reply["text"], parent):
@@ -108,6 +109,24 @@ def keep(task: Task, calls: list[dict], known: list[dict], test: list[dict], ite
                              "parent_id": parent["id"], "iteration": iteration, "teacher_model": teacher_model,
                              **({"test_overlap": True} if leaked else {})})
     return accepted, rejected
+
+
+# what a rejected reply's reason is, in a few words: the report's plot and effect's table count these (the full
+# reasons stay in rejected.jsonl)
+CATEGORIES = ("copy of parent", "duplicate", "near-duplicate", "judge disagrees", "not an example", "invalid",
+              "test overlap", "failed call")
+
+
+def category(reason: str) -> str:
+    """The category of a rejection reason; "failed call" also holds the judge's calls that failed or were not made
+    (budget), "invalid" every reply or example that does not parse or check."""
+    exact = {"copy of its parent": "copy of parent", DUPLICATE: "duplicate", NEAR_DUPLICATE: "near-duplicate",
+             NOT_AN_EXAMPLE: "not an example", TEST_OVERLAP: "test overlap"}
+    if reason in exact:
+        return exact[reason]
+    if reason.startswith(("teacher call failed", "judge: the call failed", "judge: not asked")):
+        return "failed call"
+    return "judge disagrees" if reason.startswith("judge:") else "invalid"
 
 
 def counts(accepted: list[dict], rejected: list[dict]) -> dict:

@@ -10,7 +10,8 @@ Examples the judge disagrees with are rejected with its answer as the reason, li
 """
 from __future__ import annotations
 
-from . import UserError
+from . import UserError, display
+from .records import status
 from .tasks import ClassificationTask, Task
 
 
@@ -30,6 +31,7 @@ def make_judge(kind: str, model: str, task: Task, seed: list[dict]):
     return TeacherJudge(task)
 
 
+@display.quiet
 def load_embedder(spec: str):
     from sentence_transformers import SentenceTransformer
 
@@ -104,11 +106,11 @@ class TeacherJudge:
                      "schema": self.task.judge_schema(ex)} for ex in examples]
         replies = teacher.complete(requests, label="judge", temperature=0.0) if requests else []
         answered = [reply for reply in replies if reply is not None]  # cached replies too: paid for in this run
-        self.spent = {"judge_calls": len(answered), "judge_failed": sum(1 for r in answered if "error" in r),
+        self.spent = {"judge_calls": len(answered), "judge_failed": sum(1 for r in answered if status(r) == "failed"),
                       "judge_prompt_tokens": sum(r["prompt_tokens"] for r in answered),
                       "judge_completion_tokens": sum(r["completion_tokens"] for r in answered)}
         return ["judge: not asked (teacher budget reached)" if reply is None else
-                f"judge: the call failed ({reply['error']})" if "error" in reply else
+                f"judge: the call failed ({reply['error']})" if status(reply) == "failed" else
                 self.task.judge_verdict(reply["text"], ex) for ex, reply in zip(examples, replies)]
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import yaml
 
 from . import UserError
+from .filters import CATEGORIES, category
 from .store import RunStore
+from .teacher import price
 
 EXAMPLES_PER_ITERATION = 3
 
@@ -49,16 +51,16 @@ def _plots(metrics: list[dict], reject_reasons: dict[int, Counter]) -> dict[str,
     ax.set(xlabel="iteration", ylabel="seed examples", title="Wrong seed examples", xticks=its)
     save("wrong", fig)
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    reasons = sorted({r for c in reject_reasons.values() for r in c})
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))  # room for the legend beside the bars
+    reasons = [c for c in CATEGORIES if any(c in counts for counts in reject_reasons.values())]
     bottom = [0] * len(its)
     for reason in reasons:
         values = [reject_reasons.get(i, Counter())[reason] for i in its]
-        ax.bar(its, values, bottom=bottom, label=reason[:40])
+        ax.bar(its, values, bottom=bottom, label=reason)
         bottom = [b + v for b, v in zip(bottom, values)]
     ax.set(xlabel="iteration", ylabel="replies", title="Rejected teacher replies by reason", xticks=its)
-    if reasons:
-        ax.legend(fontsize=7)
+    if reasons:  # beside the bars, not over them
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     save("rejects", fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -77,22 +79,35 @@ def _plots(metrics: list[dict], reject_reasons: dict[int, Counter]) -> dict[str,
     return figures
 
 
-def _table(metrics: list[dict]) -> tuple[list[str], list[list[str]]]:
-    head = ["iteration", "train size", "seed acc", "test acc", "Δ test vs it. 0", "wrong", "teacher calls",
-            "accepted", "rejected", "prompt tokens", "completion tokens", "cost"]
-    base = metrics[0]["test_accuracy"]
-    rows = [[str(m["iteration"]), str(m["train_size"]), f"{m['seed_accuracy']:.3f}", f"{m['test_accuracy']:.3f}",
-             f"{m['test_accuracy'] - base:+.3f}", str(m["wrong"]), str(m["generated"]), str(m["accepted"]),
-             str(m["rejected"]), str(m.get("prompt_tokens", 0)), str(m.get("completion_tokens", 0)),
-             f"{m['cost']:.4g}" if "cost" in m else "-"]
-            for m in metrics]
-    return head, rows
+# the per-iteration table: (name on the console, name in the report, cell); the console shows the first nine
+COLUMNS = (
+    ("iter", "iteration", lambda m, base: str(m["iteration"])),
+    ("train", "train size", lambda m, base: str(m["train_size"])),
+    ("seed acc", "seed acc", lambda m, base: f"{m['seed_accuracy']:.3f}"),
+    ("test acc", "test acc", lambda m, base: f"{m['test_accuracy']:.3f}"),
+    ("Δ test", "Δ test vs it. 0", lambda m, base: f"{m['test_accuracy'] - base:+.3f}"),
+    ("wrong", "wrong", lambda m, base: str(m["wrong"])),
+    ("calls", "teacher calls", lambda m, base: str(m["calls"])),
+    ("kept", "accepted", lambda m, base: str(m["accepted"])),
+    ("dropped", "rejected", lambda m, base: str(m["rejected"])),
+    (None, "prompt tokens", lambda m, base: str(m.get("prompt_tokens", 0))),
+    (None, "completion tokens", lambda m, base: str(m.get("completion_tokens", 0))),
+    (None, "cost", lambda m, base: f"{m['cost']:.4g}" if "cost" in m else "-"),
+)
+
+
+def metrics_table(metrics: list[dict], console: bool = False) -> tuple[list[str], list[list[str]]]:
+    """(header, rows of cells) of metrics rows: the console's short table, or the report's whole one."""
+    columns = [(short, name, cell) for short, name, cell in COLUMNS if short or not console]
+    base = metrics[0]["test_accuracy"] if metrics else 0.0
+    return ([short if console else name for short, name, _ in columns],
+            [[cell(m, base) for _, _, cell in columns] for m in metrics])
 
 
 def projection(metrics: list[dict], config: dict) -> str:
     """What one more iteration would cost: a call per seed example still wrong (and sample), at the mean
     tokens per call seen so far in this run."""
-    made = sum(m["generated"] for m in metrics)
+    made = sum(m["calls"] for m in metrics)
     if not made:
         return "Next iteration: no teacher call made yet, so no cost projection."
     teacher, loop = config.get("teacher", {}), config.get("loop", {})
@@ -107,9 +122,8 @@ def projection(metrics: list[dict], config: dict) -> str:
     text = (f"Next iteration (projected): {calls} teacher calls ({chosen} seed examples x "
             f"{teacher.get('samples_per_example', 1)} samples), about {prompt:,.0f} prompt + {completion:,.0f} "
             f"completion tokens at this run's {sum(per_call):,.0f} tokens per call")
-    price = teacher.get("price_per_million")
-    if price:
-        text += f", costing about {(prompt * price.get('prompt', 0) + completion * price.get('completion', 0)) / 1e6:.4g}"
+    if teacher.get("price_per_million"):
+        text += f", costing about {price(teacher['price_per_million'], prompt, completion):.4g}"
     return text + "."
 
 
@@ -190,10 +204,10 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     metrics = store.metrics()
     if not metrics:
         raise UserError(f"{run_dir}: no metrics.jsonl yet: nothing to report")
-    reject_reasons = {m["iteration"]: Counter(r["reason"] for r in store.read_jsonl(m["iteration"], "rejected.jsonl"))
+    reject_reasons = {m["iteration"]: Counter(category(r["reason"]) for r in store.read_jsonl(m["iteration"], "rejected.jsonl"))
                       for m in metrics if store.has(m["iteration"], "rejected.jsonl")}
     plots = _plots(metrics, reject_reasons)
-    head, rows = _table(metrics)
+    head, rows = metrics_table(metrics)
     last = metrics[-1]
     summary = (f"{gain_line(store)} After iteration {last['iteration']}; the training set grew from "
                f"{metrics[0]['train_size']} to {last['train_size']} examples.")

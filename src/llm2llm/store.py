@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from . import UserError
+from .records import metrics_row
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -174,6 +175,10 @@ class RunStore:
         return read_record(self.path(iteration, name))
 
     def metrics(self) -> list[dict]:
+        """metrics.jsonl's rows in today's names (records.metrics_row: older rows' `generated` is `calls`)."""
+        return [metrics_row(row) for row in self._metrics_as_written()]
+
+    def _metrics_as_written(self) -> list[dict]:
         path = self.root / "metrics.jsonl"
         if not path.exists():
             return []
@@ -184,9 +189,18 @@ class RunStore:
         return rows
 
     def write_metrics(self, row: dict) -> None:
-        rows = [r for r in self.metrics() if r["iteration"] != row["iteration"]] + [row]
+        """Add or replace the row of its iteration; the other rows stay as they were written."""
+        rows = [r for r in self._metrics_as_written() if r["iteration"] != row["iteration"]] + [row]
         rows.sort(key=lambda r: r["iteration"])
         atomic_write(self.root / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+    def stage(self, iteration: int, name: str, compute) -> list[dict]:
+        """The stage's records: read back when already on disk, else computed and written atomically."""
+        if self.has(iteration, name):
+            return self.read_jsonl(iteration, name)
+        rows = compute()
+        self.write_jsonl(iteration, name, rows)
+        return rows
 
     def mark_stage(self, iteration: int, name: str) -> None:
         """iter_NNN/STAGE names the stage this iteration started last (train, evaluate, teacher, filter): it is

@@ -14,18 +14,10 @@ import importlib.util
 import inspect
 import itertools
 import re
-import warnings
 from pathlib import Path
 
-from rich.progress import Progress
-
-from . import UserError, models
+from . import UserError, display, models
 from .config import StudentConfig
-
-# Library notices that say nothing to a user of this tool (deprecations inside transformers and TRL,
-# peft looking for a config.json next to a GGUF file).
-for _pattern in (r".*is deprecated and will be removed", r"Could not find a config file"):
-    warnings.filterwarnings("ignore", message=_pattern)
 
 
 def resolve_model(spec: str, gguf_file: str | None = None) -> tuple[str, str | None]:
@@ -66,14 +58,12 @@ def check_model(spec: str, gguf_file: str | None, field: str) -> None:
         raise UserError(f"{field} '{spec}': not in the local Hugging Face cache, and HF_HUB_OFFLINE is set")
 
 
+@display.quiet
 def load(spec: str, gguf_file: str | None = None):
     """(model, tokenizer) in float32 on CPU, or in bfloat16 on a GPU when one is present."""
     import torch
-    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
     where, gguf = resolve_model(spec, gguf_file)
     # a GGUF checkpoint is unpacked into a plain dense model: one that can be fine-tuned
     kwargs = {"gguf_file": gguf} if gguf else {}
@@ -101,9 +91,7 @@ def training_rows(task, examples: list[dict]) -> list[dict]:
 def encode(tokenizer, row: dict, max_length: int) -> dict:
     """prompt+completion+EOS as one sequence, tokenised exactly as scoring does; loss on the completion only
     (labels are -100 up to where the ids depart from the prompt's own), cut to max_length."""
-    prompt_ids = tokenizer(row["prompt"], add_special_tokens=False).input_ids
-    ids = tokenizer(row["prompt"] + row["completion"] + tokenizer.eos_token, add_special_tokens=False).input_ids
-    start = _common_prefix(prompt_ids, ids)
+    [(ids, start)] = tokenise_completions(tokenizer, row["prompt"], [row["completion"]])
     cut = len(ids) > max_length
     ids = ids[:max_length]
     labels = ([-100] * start + ids[start:])[:len(ids)]
@@ -149,18 +137,17 @@ class LengthBatchSampler:
         return len(self.lengths)
 
 
+@display.quiet
 def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, progress: bool = True):
     """Fine-tune a copy of `base` on prompt/completion rows with the transformers Trainer (peft for LoRA) and
     save it (adapter or weights) to out_dir: (trainer, stats). Batches are grouped by length, and padding is
     counted. Runs the same in one process or in each of `accelerate launch`'s."""
-    import datasets
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
-
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     set_seed(cfg.seed)  # before the adapter is made: its initial weights come from this RNG
-    datasets.disable_progress_bars()
     encoded, too_long = fitting([encode(tokenizer, row, cfg.max_length) for row in rows], cfg.max_length)
     model = copy.deepcopy(base)
     # the Trainer turns use_cache off (with a KV cache, transformers would also skip the packed-sequence masks
@@ -174,7 +161,7 @@ def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, pr
         output_dir=str(out_dir / "trainer"), num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         seed=cfg.seed, data_seed=cfg.seed, lr_scheduler_type="linear", warmup_steps=0.05, logging_steps=5, save_strategy="no", report_to=[],
-        disable_tqdm=not progress, use_cpu=not _has_gpu(), bf16=_has_gpu(),
+        disable_tqdm=not (progress and display.VERBOSE), use_cpu=not _has_gpu(), bf16=_has_gpu(),
         gradient_checkpointing=cfg.gradient_checkpointing)
     lengths = [len(e["input_ids"]) for e in encoded]
 
@@ -189,6 +176,11 @@ def fit(base, tokenizer, rows: list[dict], cfg: StudentConfig, out_dir: Path, pr
     trainer = LengthGroupedTrainer(model=model, args=args, train_dataset=Dataset.from_list(encoded),
                                    data_collator=collator)
     tokens = count_tokens(trainer)
+    if not display.VERBOSE:  # our display instead of the Trainer's tqdm bar and log dicts
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        if progress:
+            trainer.add_callback(display.training_display("training", tokens))
     result = trainer.train()
     model_config.use_cache = True  # for evaluation, and in what is saved
     if trainer.accelerator.is_main_process:
@@ -279,6 +271,7 @@ def _launched_worker(out_dir: str) -> None:
         (out / "worker_stats.json").write_text(json.dumps(stats), encoding="utf-8")
 
 
+@display.quiet
 def load_trained(base, out_dir: Path, cfg: StudentConfig):
     """A model saved by `train`, for resuming a run after its training stage."""
     if cfg.finetune == "lora":
@@ -302,6 +295,17 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return n
+
+
+def tokenise_completions(tokenizer, prompt: str, completions: list[str]) -> list[tuple[list[int], int]]:
+    """Per completion: the ids of prompt + completion + EOS, tokenised as one text (training, scoring and vLLM
+    scoring all do it this way), and where the completion starts: where those ids depart from the prompt's own."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    out = []
+    for completion in completions:
+        ids = tokenizer(prompt + completion + tokenizer.eos_token, add_special_tokens=False).input_ids
+        out.append((ids, _common_prefix(prompt_ids, ids)))
+    return out
 
 
 def cut_sorted(lengths: list[int], max_rows: int, overhead: int = 64) -> list[tuple[int, int]]:
@@ -341,14 +345,11 @@ def candidate_logprobs(model, tokenizer, prompts: list[str], candidates: list[li
     """
     import torch
 
-    eos = tokenizer.eos_token
     items = []  # per prompt: (shared prefix ids, [(tail ids, first scored tail position)])
     for prompt, cands in zip(prompts, candidates):
-        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-        full = [tokenizer(prompt + cand + eos, add_special_tokens=False).input_ids for cand in cands]
-        starts = [_common_prefix(prompt_ids, ids) for ids in full]
-        shared = max(1, min(starts))  # tokens every candidate shares with the prompt
-        items.append((full[0][:shared], [(ids[shared:], begin - shared) for ids, begin in zip(full, starts)]))
+        full = tokenise_completions(tokenizer, prompt, cands)
+        shared = max(1, min(start for _, start in full))  # tokens every candidate shares with the prompt
+        items.append((full[0][0][:shared], [(ids[shared:], begin - shared) for ids, begin in full]))
     if not items:
         return []
     head = items[0][0][:min(len(seq) for seq, _ in items) - 1]  # what every prompt starts with, short of the end
@@ -356,8 +357,6 @@ def candidate_logprobs(model, tokenizer, prompts: list[str], candidates: list[li
         head = head[:_common_prefix(head, seq)]
     order = sorted(range(len(items)), key=lambda k: (len(items[k][1]), len(items[k][0])))
     scores = [[] for _ in items]
-    pad = tokenizer.pad_token_id
-    dev = model.device
     # transformers renamed the forward's `past_key_values` to `cache` (the old name goes in 5.40)
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
     cache_arg = "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
@@ -365,56 +364,70 @@ def candidate_logprobs(model, tokenizer, prompts: list[str], candidates: list[li
     for _, group in itertools.groupby(order, key=lambda k: len(items[k][1])):
         group = list(group)
         batches += [group[a:b] for a, b in cut_sorted([len(items[k][0]) for k in group], batch_size)]
-    with torch.inference_mode(), Progress(transient=True) as bar:
-        job = bar.add_task(label, total=len(items))
+    with torch.inference_mode(), display.counting(label, len(items)) as advance:
+        head_cache = None
         if head:  # 0. the shared head, once
-            head_cache = getattr(model(input_ids=torch.tensor([head], device=dev), use_cache=True, logits_to_keep=1),
-                                 cache_arg)
+            head_cache = getattr(model(input_ids=torch.tensor([head], device=model.device), use_cache=True,
+                                       logits_to_keep=1), cache_arg)
         for chunk in batches:
-            n_cands = len(items[chunk[0]][1])
-            # 1. each prompt's own tokens, once, left-padded between the head and the end
-            seqs = [items[k][0][len(head):] for k in chunk]
-            width = max(len(seq) for seq in seqs)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, seq in enumerate(seqs):
-                ids[row, width - len(seq):] = torch.tensor(seq)
-                mask[row, width - len(seq):] = 1
-            pos = len(head) + (mask.cumsum(-1) - 1).clamp(min=0)
-            mask = torch.cat([torch.ones(len(chunk), len(head), dtype=torch.long), mask], -1)
-            cache = None
-            if head:
-                cache = copy.deepcopy(head_cache)
-                cache.batch_repeat_interleave(len(chunk))
-            # only the last position's logits are needed: the LM head is a fifth of a small model's compute
-            out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
-                        logits_to_keep=1, **{cache_arg: cache})
-            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()  # predicts each tail's first token
-            cache = getattr(out, cache_arg)
-            # 2. every candidate's tail but its last token (only what follows it is scored), on its own copy
-            # of the prompt's cache; for one-token labels that is the label, to score the EOS after it
-            tails = [tail for k in chunk for tail, _ in items[k][1]]
-            tail_width = max(len(t) for t in tails) - 1
-            if tail_width:
-                cache.batch_repeat_interleave(n_cands)
-                tail_ids = torch.full((len(tails), tail_width), pad, dtype=torch.long)
-                next_ids = torch.zeros_like(tail_ids)  # the token each position's logits score
-                tail_mask = torch.zeros_like(tail_ids)
-                for row, tail in enumerate(tails):
-                    tail_ids[row, :len(tail) - 1] = torch.tensor(tail[:-1], dtype=torch.long)
-                    next_ids[row, :len(tail) - 1] = torch.tensor(tail[1:], dtype=torch.long)
-                    tail_mask[row, :len(tail) - 1] = 1
-                tail_pos = mask.sum(-1).repeat_interleave(n_cands)[:, None] + torch.arange(tail_width)[None, :]
-                out = model(input_ids=tail_ids.to(dev), position_ids=tail_pos.to(dev), **{cache_arg: cache},
-                            attention_mask=torch.cat([mask.repeat_interleave(n_cands, 0), tail_mask], -1).to(dev))
-                logits = out.logits.float()  # only the scored tokens' log-probabilities leave the device
-                rest = (logits.gather(-1, next_ids.to(dev)[..., None])[..., 0] - logits.logsumexp(-1)).cpu()
-            for row, k in enumerate(chunk):
-                for c, (tail, skip) in enumerate(items[k][1]):
-                    flat = row * n_cands + c
-                    lps = [float(first[row, tail[0]])] + [float(rest[flat, j - 1]) for j in range(1, len(tail))]
-                    scores[k].append(sum(lps[skip:]))
-            bar.advance(job, len(chunk))
+            for k, row in zip(chunk, _score_batch(model, [items[k] for k in chunk], head, head_cache, cache_arg,
+                                                   tokenizer.pad_token_id)):
+                scores[k] = row
+            advance(len(chunk))
+    return scores
+
+
+def _score_batch(model, batch: list[tuple[list[int], list]], head: list[int], head_cache, cache_arg: str,
+                 pad: int) -> list[list[float]]:
+    """candidate_logprobs for one batch of prompts with equally many candidates: each prompt's own tokens after the
+    shared head, then every candidate's tail on its own copy of its prompt's cache."""
+    import torch
+
+    dev, n_cands = model.device, len(batch[0][1])
+    # 1. each prompt's own tokens, once, left-padded between the head and the end
+    seqs = [seq[len(head):] for seq, _ in batch]
+    width = max(len(seq) for seq in seqs)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(seqs):
+        ids[row, width - len(seq):] = torch.tensor(seq)
+        mask[row, width - len(seq):] = 1
+    pos = len(head) + (mask.cumsum(-1) - 1).clamp(min=0)
+    mask = torch.cat([torch.ones(len(batch), len(head), dtype=torch.long), mask], -1)
+    cache = None
+    if head:
+        cache = copy.deepcopy(head_cache)
+        cache.batch_repeat_interleave(len(batch))
+    # only the last position's logits are needed: the LM head is a fifth of a small model's compute
+    out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
+                logits_to_keep=1, **{cache_arg: cache})
+    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()  # predicts each tail's first token
+    cache = getattr(out, cache_arg)
+    # 2. every candidate's tail but its last token (only what follows it is scored), on its own copy
+    # of the prompt's cache; for one-token labels that is the label, to score the EOS after it
+    tails = [tail for _, cands in batch for tail, _ in cands]
+    tail_width = max(len(t) for t in tails) - 1
+    if tail_width:
+        cache.batch_repeat_interleave(n_cands)
+        tail_ids = torch.full((len(tails), tail_width), pad, dtype=torch.long)
+        next_ids = torch.zeros_like(tail_ids)  # the token each position's logits score
+        tail_mask = torch.zeros_like(tail_ids)
+        for row, tail in enumerate(tails):
+            tail_ids[row, :len(tail) - 1] = torch.tensor(tail[:-1], dtype=torch.long)
+            next_ids[row, :len(tail) - 1] = torch.tensor(tail[1:], dtype=torch.long)
+            tail_mask[row, :len(tail) - 1] = 1
+        tail_pos = mask.sum(-1).repeat_interleave(n_cands)[:, None] + torch.arange(tail_width)[None, :]
+        out = model(input_ids=tail_ids.to(dev), position_ids=tail_pos.to(dev), **{cache_arg: cache},
+                    attention_mask=torch.cat([mask.repeat_interleave(n_cands, 0), tail_mask], -1).to(dev))
+        logits = out.logits.float()  # only the scored tokens' log-probabilities leave the device
+        rest = (logits.gather(-1, next_ids.to(dev)[..., None])[..., 0] - logits.logsumexp(-1)).cpu()
+    scores = []
+    for row, (_, cands) in enumerate(batch):
+        scores.append([])
+        for c, (tail, skip) in enumerate(cands):
+            flat = row * n_cands + c
+            lps = [float(first[row, tail[0]])] + [float(rest[flat, j - 1]) for j in range(1, len(tail))]
+            scores[-1].append(sum(lps[skip:]))
     return scores
 
 
@@ -428,8 +441,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
     out_texts = [""] * len(prompts)
     stops = {"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}
-    with torch.inference_mode(), Progress(transient=True) as bar:
-        job = bar.add_task(label, total=len(prompts))
+    with torch.inference_mode(), display.counting(label, len(prompts)) as advance:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             batch = tokenizer([prompts[k] for k in chunk], return_tensors="pt", padding=True,
@@ -440,7 +452,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
             width = batch["input_ids"].shape[1]
             for row, k in enumerate(chunk):
                 out_texts[k] = cut_at_stop(tokenizer.decode(out[row, width:], skip_special_tokens=True), stop)
-            bar.advance(job, len(chunk))
+            advance(len(chunk))
     return out_texts
 
 

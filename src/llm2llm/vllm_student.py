@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import UserError
 from .config import StudentConfig
-from .student import _common_prefix, resolve_model, shorten
+from .student import resolve_model, shorten, tokenise_completions
 
 
 def wanted(cfg: StudentConfig) -> bool:
@@ -34,13 +34,8 @@ def wanted(cfg: StudentConfig) -> bool:
 def candidate_requests(tokenizer, prompts: list[str], candidates: list[list[str]]) -> list[tuple[list[int], int]]:
     """(token ids of prompt+candidate+EOS, index of the first scored token) per candidate, prompt by prompt:
     tokenised as in training, the candidate starting where its ids depart from the prompt's."""
-    out = []
-    for prompt, cands in zip(prompts, candidates):
-        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-        for cand in cands:
-            ids = tokenizer(prompt + cand + tokenizer.eos_token, add_special_tokens=False).input_ids
-            out.append((ids, max(1, _common_prefix(prompt_ids, ids))))
-    return out
+    return [(ids, max(1, start)) for prompt, cands in zip(prompts, candidates)
+            for ids, start in tokenise_completions(tokenizer, prompt, cands)]
 
 
 def best_candidates(requests: list[tuple[list[int], int]], prompt_logprobs: list[list], counts: list[int]) -> list[int]:

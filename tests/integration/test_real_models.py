@@ -112,7 +112,7 @@ def test_loop_end_to_end(tmp_path, intent_files):
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [0, 1]
     for m in metrics:
-        assert {"train_size", "seed_accuracy", "test_accuracy", "wrong", "generated"} <= set(m)
+        assert {"train_size", "seed_accuracy", "test_accuracy", "wrong", "calls"} <= set(m)
         assert 0 <= m["test_accuracy"] <= 1
     it0 = run_dir / "iter_000"
     for name in ["train.jsonl", "pred_seed.jsonl", "pred_test.jsonl", "wrong.jsonl", "teacher_calls.jsonl",
@@ -123,7 +123,7 @@ def test_loop_end_to_end(tmp_path, intent_files):
     accepted = [json.loads(x) for x in (it0 / "accepted.jsonl").read_text().splitlines()]
     rejected = [json.loads(x) for x in (it0 / "rejected.jsonl").read_text().splitlines()]
     assert wrong, "the student got every seed example right: nothing for the teacher, nothing checked below"
-    assert metrics[0]["wrong"] == len(wrong) and metrics[0]["generated"] == len(calls) == len(wrong)
+    assert metrics[0]["wrong"] == len(wrong) and metrics[0]["calls"] == len(calls) == len(wrong)
     assert [c["parent_id"] for c in calls] == [w["id"] for w in wrong]  # the wrong ones went to the teacher
     assert len(accepted) + len(rejected) >= len(calls)
     # the teacher's replies became examples that passed the filters and reached the judge (the 135M judge may
@@ -179,12 +179,12 @@ def test_compare_runs_both_arms_on_the_same_budget(tmp_path, intent_files):
     assert result.exit_code == 0, result.output
     ours = [json.loads(x) for x in (tmp_path / "cmp" / "llm2llm" / "metrics.jsonl").read_text().splitlines()]
     rand = [json.loads(x) for x in (tmp_path / "cmp" / "random" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["generated"] for m in ours] == [m["generated"] for m in rand]  # same teacher budget
+    assert [m["calls"] for m in ours] == [m["calls"] for m in rand]  # same teacher budget
     # iteration 0 is the same plain fine-tuning: trained once, by the first arm; each arm trains its iteration 1
     assert result.output.count("iteration 0: training on") == 1, result.output
     assert result.output.count("iteration 1: training on") == 2, result.output
     chosen = (tmp_path / "cmp" / "random" / "iter_000" / "chosen.jsonl").read_text().splitlines()
-    assert len(chosen) == ours[0]["generated"]
+    assert len(chosen) == ours[0]["calls"]
     for name in ("plain fine-tuning", "LLM2LLM", "random augmentation"):
         assert name in result.output
 

@@ -21,7 +21,7 @@ def test_report_renders_in_chromium(tmp_path):
     store = RunStore(tmp_path / "run")
     store.open({"x": 1})
     metrics = [{"iteration": i, "train_size": 20 + 4 * i, "seed_accuracy": 0.5 + 0.1 * i, "test_accuracy": 0.4 + 0.05 * i,
-                "wrong": 6 - i, "generated": 6 - i, "accepted": 4, "rejected": 2 - i, "prompt_tokens": 300,
+                "wrong": 6 - i, "calls": 6 - i, "accepted": 4, "rejected": 2 - i, "prompt_tokens": 300,
                 "completion_tokens": 90} for i in range(3)]
     for m in metrics:
         store.write_metrics(m)

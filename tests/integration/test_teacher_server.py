@@ -130,9 +130,9 @@ def test_budget_stops_the_run_cleanly_and_resume_goes_on(llama_server, tmp_path,
     assert 0 < spent <= 700 and rows[-1]["stopped"] == "budget" and len(rows) < 3
     calls = [json.loads(x) for r in rows if (run_dir / f"iter_{r['iteration']:03d}" / "teacher_calls.jsonl").exists()
              for x in (run_dir / f"iter_{r['iteration']:03d}" / "teacher_calls.jsonl").read_text().splitlines()]
-    skipped = [c for c in calls if c["reply"].get("skipped") == "budget"]
+    skipped = [c for c in calls if c["reply"]["status"] == "skipped"]
     assert skipped and sum(r.get("budget_skipped", 0) for r in rows) == len(skipped)
-    assert sum(r["generated"] for r in rows) == len(calls) - len(skipped)
+    assert sum(r["calls"] for r in rows) == len(calls) - len(skipped)
 
     # the same budget: resuming changes nothing; a raised one lets the run finish
     again = CliRunner().invoke(app, ["resume", str(run_dir)])

@@ -39,7 +39,7 @@ def test_paired_interval_that_excludes_zero_says_higher_or_lower():
 
 def _rows(accs):
     return [{"iteration": i, "test_accuracy": a, "seed_accuracy": 0.5, "train_size": 10 + i, "wrong": 4,
-             "generated": 4, "accepted": 2, "rejected": 2, "judged_out": 1, "prompt_tokens": 100,
+             "calls": 4, "accepted": 2, "rejected": 2, "judged_out": 1, "prompt_tokens": 100,
              "completion_tokens": 50, "train_s": 60, "eval_s": 30, "teacher_s": 30} for i, a in enumerate(accs)]
 
 
@@ -89,10 +89,10 @@ def test_kinds_sent_and_accepted_per_arm(tmp_path):
         store.write_jsonl(1, "wrong.jsonl", [{"id": "a", "label": "alarm"}])  # the last iteration sends nothing
         runs[arm] = arm_details(store, intent)
     assert runs["llm2llm"] == [{"iteration": 0, "parents": {"alarm": 2, "music": 1}, "accepted": {"alarm": 1},
-                                "reasons": {"judge": 2, "near-duplicate of an existing example": 1}}]
+                                "reasons": {"judge disagrees": 2, "near-duplicate": 1}}]
     summary = summarise(five_seeds(), {s: 1.0 for s in range(5)}, {0: runs, 1: runs})
     text = markdown(summary, "t")
-    assert "| llm2llm | 0 | alarm: 4, music: 2 | alarm: 2 | judge: 4, near-duplicate of an existing example: 2 |" in text
+    assert "| llm2llm | 0 | alarm: 4, music: 2 | alarm: 2 | judge disagrees: 4, near-duplicate: 2 |" in text
 
 
 def test_run_report_of_an_effect_seed_sample_shows_the_paired_intervals(tmp_path):

@@ -108,7 +108,7 @@ def test_store_refuses_foreign_dir(tmp_path):
 def test_choose_randomly_is_seeded_and_sized(intent_files):
     from conftest import config_dict
     from llm2llm.config import build_config
-    from llm2llm.loop import choose_randomly
+    from llm2llm.augment import choose_randomly
 
     parents = [{"id": str(i), "text": f"t{i}", "label": "alarm"} for i in range(10)]
     preds = [{"id": str(i), "prediction": " alarm"} for i in range(10)]
@@ -118,3 +118,51 @@ def test_choose_randomly_is_seeded_and_sized(intent_files):
     assert all(p["student_prediction"] == " alarm" for p in first)
     assert len(choose_randomly(parents, preds, 7, 1, cfg)) == 5
     assert len(choose_randomly(parents, preds, 7, 2, cfg)) == 7  # past the list: as many as were wrong
+
+
+def test_the_random_arm_takes_iteration_zero_from_the_llm2llm_run_of_the_same_seed(tmp_path):
+    from llm2llm.compare import take_iteration_zero
+
+    ours, rand = RunStore(tmp_path / "llm2llm"), RunStore(tmp_path / "random")
+    seed = [{"id": "a", "text": "x", "label": "l"}, {"id": "b", "text": "y", "label": "l"}]
+    for name, rows in (("train.jsonl", seed), ("pred_seed.jsonl", [{"id": "a"}]), ("pred_test.jsonl", [{"id": "t"}])):
+        ours.write_jsonl(0, name, rows)
+    take_iteration_zero(rand, ours, seed[:1])  # another seed sample: nothing taken
+    assert not rand.has(0, "train.jsonl")
+    take_iteration_zero(rand, ours, seed)
+    assert [rand.read_jsonl(0, n) for n in ("train.jsonl", "pred_seed.jsonl", "pred_test.jsonl")] == \
+        [seed, [{"id": "a"}], [{"id": "t"}]]
+
+
+def test_reasons_fall_into_a_few_categories():
+    from llm2llm.filters import CATEGORIES, DUPLICATE, NEAR_DUPLICATE, TEST_OVERLAP, category
+
+    found = {reason: category(reason) for reason in (
+        "copy of its parent", DUPLICATE, NEAR_DUPLICATE, "judge: nearest to label 'music' (0.13 vs 0.40)",
+        "judge: the teacher labels it 'x'", NOT_AN_EXAMPLE, "no JSON and no 'Input:'/'Output:' pair", "too long",
+        TEST_OVERLAP, "teacher call failed: APIStatusError: 500", "judge: the call failed (timeout)",
+        "judge: not asked (teacher budget reached)")}
+    assert list(found.values()) == ["copy of parent", "duplicate", "near-duplicate", "judge disagrees",
+                                    "judge disagrees", "not an example", "invalid", "invalid", "test overlap",
+                                    "failed call", "failed call", "failed call"]
+    assert set(found.values()) == set(CATEGORIES)
+
+
+def test_replies_in_the_older_form_keep_their_meaning(intent_files):
+    """Replies of teacher_calls.jsonl written before the `status` field: a "skipped" key (never asked) or an
+    "error" key (failed) say the same as the status does now."""
+    from llm2llm.records import status
+
+    task = make_task(TaskConfig(type="classification"), [{"text": "x", "label": "alarm"}])
+    parent = {"id": "p", "text": "wake me", "label": "alarm"}
+    good = '{"examples": [{"text": "rouse me at dawn", "label": "alarm"}]}'
+    replies = [{"text": "", "skipped": "budget", "prompt_tokens": 0, "completion_tokens": 0},
+               {"text": "", "error": "APIStatusError: 500", "prompt_tokens": 0, "completion_tokens": 0},
+               {"text": good, "prompt_tokens": 1, "completion_tokens": 1},
+               {"text": "", "status": "skipped", "prompt_tokens": 0, "completion_tokens": 0},
+               {"text": "", "status": "failed", "error": "timeout", "prompt_tokens": 0, "completion_tokens": 0}]
+    assert [status(r) for r in replies] == ["skipped", "failed", "ok", "skipped", "failed"]
+    calls = [{"parent": parent, "sample": i, "reply": r} for i, r in enumerate(replies)]
+    accepted, rejected = keep(task, calls, [parent], [], 1, "t")
+    assert [a["text"] for a in accepted] == ["rouse me at dawn"]
+    assert [r["reason"] for r in rejected] == ["teacher call failed: APIStatusError: 500", "teacher call failed: timeout"]

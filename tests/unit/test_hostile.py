@@ -78,7 +78,7 @@ class JudgeBackend:
 
 
 def test_the_judges_teacher_calls_count_in_metrics_and_the_budget(tmp_path):
-    from llm2llm import loop
+    from llm2llm import augment
     from llm2llm.config import TaskConfig, build_config
     from llm2llm.judge import TeacherJudge
     from llm2llm.store import RunStore
@@ -89,18 +89,18 @@ def test_the_judges_teacher_calls_count_in_metrics_and_the_budget(tmp_path):
     store = RunStore(tmp_path / "run")
     new = [{"id": f"syn-{i}", "text": t, "label": label, "parent_id": "p"}
            for i, (t, label) in enumerate([("wake me at 5", "alarm"), ("play jazz", "music"), ("alarm at 9", "alarm")])]
-    kept, rejected = loop.sifted(store, 0, TeacherJudge(task), (new, []), teacher)
+    kept, rejected = augment.sifted(store, 0, TeacherJudge(task), (new, []), teacher)
     assert [ex["id"] for ex in kept] == ["syn-0", "syn-2"] and len(rejected) == 1
     calls = [{"reply": {"text": "", "prompt_tokens": 100, "completion_tokens": 30}}]  # the teacher stage's one call
-    spent = loop.teacher_spending(store, 0, calls)
+    spent = augment.teacher_spending(store, 0, calls)
     assert spent["prompt_tokens"] == 100 + 3 * 40 and spent["completion_tokens"] == 30 + 3 * 5
     assert spent["judge_calls"] == 3 and spent["judge_prompt_tokens"] == 120
     # the next iteration's budget is rebuilt from metrics rows: the judge's spending is not forgotten
     cfg = build_config({"task": {"type": "classification"}, "data": {"train": "x", "test": "y"},
                         "teacher": {"budget_tokens": 10_000}})
-    assert loop.spending(cfg, [{"iteration": 0, **spent}], 1).tokens == 100 + 30 + 3 * 45
+    assert augment.spending(cfg, [{"iteration": 0, **spent}], 1).tokens == 100 + 30 + 3 * 45
     # resumed after the judge's stage: the same figures come from judge_stats.json
-    assert loop.teacher_spending(RunStore(tmp_path / "run"), 0, calls) == spent
+    assert augment.teacher_spending(RunStore(tmp_path / "run"), 0, calls) == spent
 
 
 def run_cli(*args):

@@ -127,3 +127,42 @@ def test_effect_runs_both_arms_per_seed_and_refreshes_their_reports(tmp_path, in
     assert json.loads((tmp_path / "fx" / "effect.json").read_text())["seeds"] == [0, 1]
     assert "LLM2LLM over 2 seed samples: +0.150 ± 0.071 (random augmentation: +0.000 ± 0.000)" in \
         (tmp_path / "fx" / "seed_1" / "llm2llm" / "report.md").read_text()
+
+
+def test_a_run_dir_from_before_the_rename_of_generated_to_calls_reads_the_same(tmp_path):
+    """metrics.jsonl rows written by older versions name the teacher calls `generated`: the table, the report's
+    projection, compare's call counts and resume read them as `calls`, and rows already written stay as they are."""
+    from llm2llm.cli import metrics_table
+    from llm2llm.report import metrics_table as cells, projection
+
+    store = RunStore(tmp_path / "old")
+    store.open({})
+    old = [{"iteration": 0, "train_size": 10, "seed_accuracy": 0.5, "test_accuracy": 0.4, "wrong": 3, "generated": 6,
+            "accepted": 4, "rejected": 2, "prompt_tokens": 600, "completion_tokens": 300}]
+    (store.root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert store.metrics()[0]["calls"] == 6 and "generated" not in store.metrics()[0]
+    head, rows = cells(store.metrics(), console=True)
+    assert rows[0][head.index("calls")] == "6" and metrics_table(store.metrics()).columns[6].header == "calls"
+    assert "at this run's 150 tokens per call" in projection(store.metrics(), {})
+    store.write_metrics({**old[0], "iteration": 1, "generated": None, "calls": 2})  # a resumed run's next row
+    written = [json.loads(line) for line in (store.root / "metrics.jsonl").read_text().splitlines()]
+    assert written[0] == old[0] and [m["calls"] for m in store.metrics()] == [6, 2]
+    assert "| 0 | 10 | 0.500 | 0.400 | +0.000 | 3 | 6 | 4 | 2 |" in write_report(store.root)[0].read_text()
+
+
+def test_the_rejects_plot_counts_categories_not_every_judge_message(tmp_path, monkeypatch):
+    from llm2llm import report
+
+    store = RunStore(tmp_path / "run")
+    store.open({})
+    store.write_metrics({"iteration": 0, "train_size": 10, "seed_accuracy": 0.5, "test_accuracy": 0.4, "wrong": 3,
+                         "calls": 3, "accepted": 0, "rejected": 4})
+    store.write_jsonl(0, "rejected.jsonl", [{"reason": "judge: nearest to label 'music' (0.13 vs 0.11)"},
+                                            {"reason": "judge: nearest to label 'alarm' (0.20 vs 0.12)"},
+                                            {"reason": "copy of its parent"}, {"reason": "teacher call failed: 500"}])
+    seen = {}
+    plots = report._plots
+    monkeypatch.setattr(report, "_plots", lambda metrics, reasons: seen.update(reasons) or plots(metrics, reasons))
+    write_report(store.root)
+    assert seen == {0: {"judge disagrees": 2, "copy of parent": 1, "failed call": 1}}
+    assert len(store.read_jsonl(0, "rejected.jsonl")) == 4  # the full reasons stay on disk

@@ -1,0 +1,65 @@
+"""The loop's body over built parts, end to end in a second: the student and the teacher are stand-ins."""
+import io
+import json
+
+from rich.console import Console
+
+from conftest import config_dict
+from llm2llm import loop, student
+from llm2llm.config import build_config
+from llm2llm.store import RunStore
+from llm2llm.teacher import Cache
+
+
+class EchoBackend:
+    """Writes one new example per call: the parent's text with a suffix, the parent's label."""
+
+    def complete(self, items, todo, params, calls):
+        for job in items:
+            parent = job.request["parent"]
+            if job.index in todo and calls.start(job.index):
+                calls.done(job.index, {"text": json.dumps({"examples": [
+                    {"text": f"{parent['text']} please, variant {job.request['sample']}", "label": parent["label"]}]}),
+                    "prompt_tokens": 10, "completion_tokens": 5})
+
+
+def stub_models(monkeypatch, closed):
+    class RecordingCache(Cache):
+        def close(self):
+            closed.append(True)
+            super().close()
+
+    monkeypatch.setattr(student, "check_model", lambda *a: None)
+    monkeypatch.setattr(student, "load", lambda *a: ("base", "tokenizer"))
+    monkeypatch.setattr(student, "train", lambda start, tok, rows, cfg, out: (f"trained on {len(rows)}", {"steps": 1}))
+    monkeypatch.setattr(student, "predict", lambda model, tok, task, examples, *a: [" alarm"] * len(examples))
+    monkeypatch.setattr(loop, "make_backend", lambda cfg, shared=None: EchoBackend())
+    monkeypatch.setattr(loop, "Cache", RecordingCache)
+
+
+def test_the_loop_trains_evaluates_augments_and_records_each_iteration(tmp_path, intent_files, monkeypatch):
+    closed = []
+    stub_models(monkeypatch, closed)
+    cfg = build_config(config_dict(*intent_files, loop={"iterations": 2}, filters={"judge": "none"},
+                                   teacher={"samples_per_example": 2}))
+    out = io.StringIO()
+    rows = loop.run(cfg, RunStore(tmp_path / "run"), Console(file=out, width=80))
+
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    assert [r["wrong"] for r in rows] == [4, 4, 4]  # the student always says "alarm": 2 of 6 seed examples right
+    assert [r["calls"] for r in rows] == [8, 8, 0] and "generated" not in rows[0]  # 4 wrong x 2 samples
+    assert [r["train_size"] for r in rows] == [6, 6 + rows[0]["accepted"], 6 + rows[0]["accepted"] + rows[1]["accepted"]]
+    # the second sample of each parent is a near-duplicate of the first
+    assert rows[0]["accepted"] == 4 and rows[0]["near_duplicates"] == 4
+    assert rows[0]["prompt_tokens"] == 80 and rows[0]["completion_tokens"] == 40
+    assert closed == [True]  # the teacher's cache is closed when the loop ends
+    lines = out.getvalue().splitlines()
+    assert [line[:line.rindex(",")] for line in lines if ": test acc" in line] == [
+        "iteration 0: test acc 0.333, seed 0.333, 4 wrong, 8 calls, 4 kept",
+        "iteration 1: test acc 0.333, seed 0.333, 4 wrong, 8 calls, 0 kept",  # the same texts again: duplicates
+        "iteration 2: test acc 0.333, seed 0.333, 4 wrong, 0 calls, 0 kept"]
+    assert all(len(line) <= 80 for line in lines)
+
+    # run again into the same dir: every stage is read back, nothing is trained or asked again
+    monkeypatch.setattr(student, "train", lambda *a: (_ for _ in ()).throw(AssertionError("trained again")))
+    assert loop.run(cfg, RunStore(tmp_path / "run"), Console(file=io.StringIO())) == rows
