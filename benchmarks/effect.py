@@ -13,7 +13,13 @@ between <!-- effect:strong:begin --> and <!-- effect:strong:end --> of docs/resu
 Each task runs `llm2llm effect` into OUT/<task>; each seed sample's two runs are run dirs
 (OUT/<task>/seed_N/{llm2llm,random}) that `llm2llm effect` continues where they stopped, so rerunning the same
 command resumes a stopped study; a task whose OUT/<task>/effect.json already covers the seeds is not run again.
-The wall time of every invocation is kept in OUT/<task>/wall.json and summed. Tasks that are not all *_strong
+The wall time of every invocation is kept in OUT/<task>/wall.json and summed.
+
+A study outlives the machine it runs on through git: the study's default OUT is benchmarks/effect/study, where
+.gitignore leaves out the run dirs (they hold the benchmark's texts and the models) but not the figures: each
+finished seed sample's OUT/<task>/seed_N/summary.json (numbers and labels only), effect.json, effect.md and
+wall.json. Commit them as seed samples finish; on a fresh clone the same command counts the committed seed
+samples from their summaries and runs only the rest. Tasks that are not all *_strong
 write no docs block unless --marker is given (so the first comparison's command leaves the study's block alone).
 
 Final line: name=value figures: per task the paired LLM2LLM - random and LLM2LLM - plain means with their 95%
@@ -108,7 +114,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=STRONG, help="config stems in benchmarks/effect/, comma-separated")
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--out", type=Path, default=None, help="default runs/effect-strong (runs/effect-smoke)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default benchmarks/effect/study (smoke: runs/effect-smoke)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="a config override, each task")
     parser.add_argument("--results", type=Path, default=None, help="default docs/results.md (smoke: OUT/results.md)")
     parser.add_argument("--marker", default=None, help="docs block name (default: strong, when all tasks are *_strong)")
@@ -118,7 +125,7 @@ def main() -> None:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     seeds = "0" if args.smoke else args.seeds
     overrides = [*SMOKE, *args.overrides] if args.smoke else args.overrides
-    out = args.out or ROOT / "runs" / ("effect-smoke" if args.smoke else "effect-strong")
+    out = args.out or (ROOT / "runs" / "effect-smoke" if args.smoke else ROOT / "benchmarks" / "effect" / "study")
     results = args.results or (out / "results.md" if args.smoke else ROOT / "docs" / "results.md")
     marker = args.marker or ("strong" if all(t.endswith("_strong") for t in tasks) else None)
     figures, failed = [], 0

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .config import load_config
+from . import UserError
+from .config import FREE_FIELDS, load_config
 from .filters import category
-from .store import RunStore, atomic_write
+from .store import RunStore, atomic_write, config_differences, read_record
 from .tasks import make_task
 
 ARMS = ("plain", "llm2llm", "random")
@@ -187,7 +188,7 @@ def markdown(summary: dict, title: str) -> str:
                          "not_examples", "judged_out")) + f" | {r.get('tokens', 0):,.0f} | {r.get('minutes', 0):.1f} |")
     lines += distribution_lines(summary)
     minutes, stages = summary["minutes_per_seed"], summary.get("stage_minutes_per_seed", {})
-    lines += ["", f"Wall time per seed sample (both arms, this invocation): "
+    lines += ["", f"Wall time per seed sample (both arms, in the invocation that ran them): "
               f"{', '.join(f'{m} min' for m in minutes.values())}"
               + (f"; training, evaluation and teacher time recorded in the run dirs (kept across resumes): "
                  f"{', '.join(f'{m} min' for m in stages.values())}" if stages else "") + "."]
@@ -222,26 +223,46 @@ def distribution_lines(summary: dict) -> list[str]:
     return lines
 
 
+def seed_sample(config: Path, overrides: list[str], out: Path, console: Console, execute, task) -> dict:
+    """Both arms on one seed sample (into out/llm2llm and out/random): their metrics rows, arm_details and seconds.
+
+    When both are done these figures (numbers and labels, none of the data's text) are written to out/summary.json
+    with the config; a later `effect` reads them from there, so a study still counts a seed sample whose run dirs
+    are gone (made on another machine, or removed to save space). A summary.json written with another config is a
+    one-line error, as a run dir's is."""
+    path, cfg = out / "summary.json", load_config(config, overrides).model_dump(mode="json")
+    if path.exists():
+        kept = read_record(path)
+        diff = config_differences(kept.get("config", {}), cfg, FREE_FIELDS)
+        if diff:
+            raise UserError(f"{path}: holds a seed sample run with a different config ({', '.join(diff)}); "
+                            "use another output dir")
+        return kept
+    t0 = time.time()
+    runs = compare_once(config, overrides, out, console, execute)
+    record = {"config": cfg, "runs": runs, "seconds": time.time() - t0,
+              "details": {arm: arm_details(RunStore(out / arm), task) for arm in ("llm2llm", "random")}}
+    atomic_write(path, json.dumps(record, indent=1) + "\n")
+    return record
 
 
 def effect(config: Path, overrides: list[str], seeds: list[int], out: Path, console: Console, execute) -> dict:
-    """compare_once for each sampling seed (the student's training seed follows it) into out/seed_N;
+    """Both arms on each sampling seed (the student's training seed follows it) into out/seed_N (seed_sample);
     the summary is written to out/effect.json and out/effect.md."""
     runs, seconds, details = {}, {}, {}
     task = make_task(load_config(config, overrides).task)  # only its fields and type: for kind_of
     for seed in seeds:
         console.rule(f"seed sample {seed}")
-        t0 = time.time()
-        runs[seed] = compare_once(config, [*overrides, f"data.sampling_seed={seed}", f"student.seed={seed}"],
-                                  out / f"seed_{seed}", console, execute)
-        seconds[seed] = time.time() - t0
-        details[seed] = {arm: arm_details(RunStore(out / f"seed_{seed}" / arm), task) for arm in ("llm2llm", "random")}
+        done = seed_sample(config, [*overrides, f"data.sampling_seed={seed}", f"student.seed={seed}"],
+                           out / f"seed_{seed}", console, execute, task)
+        runs[seed], seconds[seed], details[seed] = done["runs"], done["seconds"], done["details"]
     summary = summarise(runs, seconds, details)
     atomic_write(out / "effect.json", json.dumps(summary, indent=1) + "\n")
     atomic_write(out / "effect.md", markdown(summary, f"{config.name}"))
     from .report import write_report
 
-    for seed in seeds:  # each run's report now states the gain's spread over the seed samples
+    for seed in seeds:  # each run's report (where its run dir is here) now states the gain's spread
         for arm in ("llm2llm", "random"):
-            write_report(out / f"seed_{seed}" / arm)
+            if (out / f"seed_{seed}" / arm / "metrics.jsonl").exists():
+                write_report(out / f"seed_{seed}" / arm)
     return summary

@@ -235,6 +235,13 @@ class OutputConfig(Strict):
     keep_models: Literal["all", "last", "none"] = "last"
 
 
+# fields that change how a run goes, not what it produces: they may differ when a run is continued
+# (a budget may be raised to let a run that stopped at it go on)
+FREE_FIELDS = ("teacher.concurrency", "teacher.timeout_s", "teacher.max_retries", "teacher.api_key_env",
+               "teacher.requests_per_minute", "teacher.tokens_per_minute", "teacher.budget_tokens",
+               "teacher.budget_cost", "output")
+
+
 class RunConfig(Strict):
     task: TaskConfig
     student: StudentConfig = StudentConfig()

@@ -20,17 +20,12 @@ from rich.console import Console
 
 from . import augment, data, filters, judge as judges, student, vllm_student
 from .augment import spending, teacher_requests, teacher_stage  # noqa: F401 (benchmarks and tests use them here)
-from .config import RunConfig
+from .config import FREE_FIELDS, RunConfig
 from .records import MetricsRow, status
 from .store import RunStore
 from .tasks import Task, make_task
 from .teacher import Cache, Teacher, make_backend, price
 
-# config fields that change how a run goes, not what it produces: they may differ on resume
-# (a budget may be raised to let a run that stopped at it go on)
-FREE_FIELDS = ("teacher.concurrency", "teacher.timeout_s", "teacher.max_retries", "teacher.api_key_env",
-               "teacher.requests_per_minute", "teacher.tokens_per_minute", "teacher.budget_tokens",
-               "teacher.budget_cost", "output")
 
 
 @dataclass

@@ -90,6 +90,11 @@ def _differences(old, new, prefix="") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+def config_differences(old: dict, new: dict, free_fields: tuple[str, ...] = ()) -> list[str]:
+    """The dotted names of the fields where two configs differ, but for free_fields (names or prefixes)."""
+    return [d for d in _differences(old, new) if not any(d == f or d.startswith(f + ".") for f in free_fields)]
+
+
 class RunStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -123,8 +128,7 @@ class RunStore:
             except (yaml.YAMLError, UnicodeDecodeError) as err:
                 raise UserError(f"{snapshot}: damaged, not a readable config ({str(err).splitlines()[0]}); "
                                 "use another output dir") from None
-            diff = [d for d in _differences(old, config)
-                    if not any(d == f or d.startswith(f + ".") for f in free_fields)]
+            diff = config_differences(old, config, free_fields)
             if diff:
                 raise UserError(f"{self.root}: holds a run with a different config ({', '.join(diff)}); "
                                 "use another output dir")

@@ -1,5 +1,8 @@
 import json
 import re
+from pathlib import Path
+
+import pytest
 
 from llm2llm.report import write_report
 from llm2llm.store import RunStore
@@ -127,6 +130,47 @@ def test_effect_runs_both_arms_per_seed_and_refreshes_their_reports(tmp_path, in
     assert json.loads((tmp_path / "fx" / "effect.json").read_text())["seeds"] == [0, 1]
     assert "LLM2LLM over 2 seed samples: +0.150 ± 0.071 (random augmentation: +0.000 ± 0.000)" in \
         (tmp_path / "fx" / "seed_1" / "llm2llm" / "report.md").read_text()
+
+
+def test_effect_counts_a_finished_seed_sample_from_its_summary_when_the_run_dirs_are_gone(tmp_path, intent_files):
+    """A study moves between machines without its run dirs: a finished seed sample's figures are read from
+    seed_N/summary.json (no text of the data in it), not run again; a different config there is a one-line error."""
+    import shutil
+
+    import yaml
+    from rich.console import Console
+
+    from conftest import config_dict
+    from llm2llm import UserError
+    from llm2llm.compare import effect
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(config_dict(*intent_files)))
+    calls = []
+
+    def execute(cfg, out, baseline=None):
+        calls.append((cfg.data.sampling_seed, out.name))
+        store = RunStore(out)
+        store.open({})
+        for i in range(2):
+            store.write_metrics({"iteration": i, "test_accuracy": 0.5 + (0.1 * i if out.name == "llm2llm" else 0),
+                                 "seed_accuracy": 0.5, "train_size": 10 + i, "wrong": 3, "calls": 3 * (1 - i),
+                                 "accepted": 2, "rejected": 1})
+
+    first = effect(config, [], [0, 1], tmp_path / "fx", Console(quiet=True), execute)
+    assert len(calls) == 4
+    texts = {r["text"] for r in map(json.loads, Path(intent_files[0]).read_text().splitlines())}
+    kept = (tmp_path / "fx" / "seed_0" / "summary.json").read_text()
+    assert not any(t in kept for t in texts)
+    for seed in (0, 1):
+        for arm in ("llm2llm", "random"):
+            shutil.rmtree(tmp_path / "fx" / f"seed_{seed}" / arm)
+    again = effect(config, [], [0, 1, 2], tmp_path / "fx", Console(quiet=True), execute)
+    assert calls[4:] == [(2, "llm2llm"), (2, "random")]  # only the new seed sample ran
+    assert again["paired"]["llm2llm-random"]["values"][:2] == first["paired"]["llm2llm-random"]["values"]
+    with pytest.raises(UserError, match=r"seed_0/summary.json: holds a seed sample run with a different config "
+                                        r"\(student.lr\)"):
+        effect(config, ["student.lr=0.5"], [0], tmp_path / "fx", Console(quiet=True), execute)
 
 
 def test_a_run_dir_from_before_the_rename_of_generated_to_calls_reads_the_same(tmp_path):
