@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -65,7 +66,12 @@ def run_task(name: str, seeds: str, overrides: list[str], out: Path) -> int:
     print("$", shlex.join(cmd), flush=True)
     t0, rc = time.time(), 130
     try:
-        rc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}).returncode
+        child = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        try:
+            rc = child.wait()
+        except KeyboardInterrupt:  # the child stops on its own Ctrl-C (run dirs stay resumable): pass it on, wait
+            child.send_signal(signal.SIGINT)
+            rc = child.wait()
     finally:
         walls = json.loads((out / "wall.json").read_text()) if (out / "wall.json").exists() else []
         walls.append({"minutes": round((time.time() - t0) / 60, 1), "commit": git_commit(), "exit": rc,

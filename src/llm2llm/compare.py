@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from . import UserError
-from .config import FREE_FIELDS, load_config
+from .config import FREE_FIELDS, load_config, portable
 from .filters import category
 from .store import RunStore, atomic_write, config_differences, read_record
 from .tasks import make_task
@@ -227,10 +227,10 @@ def seed_sample(config: Path, overrides: list[str], out: Path, console: Console,
     """Both arms on one seed sample (into out/llm2llm and out/random): their metrics rows, arm_details and seconds.
 
     When both are done these figures (numbers and labels, none of the data's text) are written to out/summary.json
-    with the config; a later `effect` reads them from there, so a study still counts a seed sample whose run dirs
+    with the config (config.portable: data files by content, not place); a later `effect` reads them from there, so a study still counts a seed sample whose run dirs
     are gone (made on another machine, or removed to save space). A summary.json written with another config is a
     one-line error, as a run dir's is."""
-    path, cfg = out / "summary.json", load_config(config, overrides).model_dump(mode="json")
+    path, cfg = out / "summary.json", portable(load_config(config, overrides))
     if path.exists():
         kept = read_record(path)
         diff = config_differences(kept.get("config", {}), cfg, FREE_FIELDS)

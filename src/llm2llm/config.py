@@ -1,6 +1,7 @@
 """The run configuration: YAML in, a validated, typed object out."""
 from __future__ import annotations
 
+import hashlib
 import string
 from pathlib import Path
 from types import UnionType
@@ -294,6 +295,20 @@ def build_config(tree: dict, where: str = "config") -> RunConfig:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
         raise UserError(_describe(err, where)) from None
+
+
+def portable(cfg: RunConfig) -> dict:
+    """The config as a dict in which each local data file is named by its content ("sha256:..."), not by where it
+    lies: figures recorded with it stay valid in a clone elsewhere, and stop matching when a file's content changes."""
+    tree = cfg.model_dump(mode="json")
+    for split in ("train", "test"):
+        source = tree["data"].get(split)
+        if source and source.get("path"):
+            try:
+                source["path"] = "sha256:" + hashlib.sha256(Path(source["path"]).read_bytes()).hexdigest()
+            except OSError as err:
+                raise UserError(f"{source['path']}: cannot read data.{split}: {err.strerror or err}") from None
+    return tree
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:

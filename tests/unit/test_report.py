@@ -171,6 +171,16 @@ def test_effect_counts_a_finished_seed_sample_from_its_summary_when_the_run_dirs
     with pytest.raises(UserError, match=r"seed_0/summary.json: holds a seed sample run with a different config "
                                         r"\(student.lr\)"):
         effect(config, ["student.lr=0.5"], [0], tmp_path / "fx", Console(quiet=True), execute)
+    moved = tmp_path / "elsewhere"  # the same data in another place (a clone): still the same seed samples
+    moved.mkdir()
+    for name in ("train.jsonl", "test.jsonl"):
+        (moved / name).write_bytes((tmp_path / name).read_bytes())
+    config.write_text(yaml.safe_dump(config_dict(moved / "train.jsonl", moved / "test.jsonl")))
+    assert effect(config, [], [0, 1, 2], tmp_path / "fx", Console(quiet=True), execute)["seeds"] == [0, 1, 2]
+    assert len(calls) == 6
+    (moved / "test.jsonl").write_text((moved / "test.jsonl").read_text().replace("will it snow", "will it hail"))
+    with pytest.raises(UserError, match=r"different config \(data.test.path\)"):
+        effect(config, [], [0], tmp_path / "fx", Console(quiet=True), execute)
 
 
 def test_a_run_dir_from_before_the_rename_of_generated_to_calls_reads_the_same(tmp_path):
