@@ -16,9 +16,12 @@ CaseHOLD: data.test_seed must fix it), written once to OUT/pool.jsonl. Validatio
 held out with --val-seed (the same rows for every candidate and sampling seed); each seed is sampled from the rest.
 Each candidate and sampling seed is a run dir OUT/e<epochs>-lr<lr>-s<size>-seed<seed> (teacher.budget_tokens=1
 and filters.judge=none, so no teacher call is made: the "teacher budget reached" line each candidate prints is that
-stop); rerunning continues: finished candidates are read back.
+stop); rerunning continues: finished candidates are read back, from OUT/candidates.json (their figures and
+configs, data files named by content; no text of the data) where their run dirs are gone. OUT defaults to
+benchmarks/effect/select/<config stem>, where .gitignore leaves out the run dirs and the pool but not the figures:
+commit them, and a selection stopped on one machine continues on a fresh clone.
 
-    python benchmarks/select_setting.py benchmarks/effect/intent_strong.yaml --val-size 60 --out runs/select/intent
+    python benchmarks/select_setting.py benchmarks/effect/intent_strong.yaml --val-size 60 --seeds 0,1
 Writes OUT/selection.md and OUT/selection.json.
 """
 from __future__ import annotations
@@ -32,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 from llm2llm import UserError  # noqa: E402
-from llm2llm.config import load_config  # noqa: E402
-from llm2llm.store import RunStore, atomic_write  # noqa: E402
+from llm2llm.config import FREE_FIELDS, load_config, portable  # noqa: E402
+from llm2llm.store import RunStore, atomic_write, config_differences, read_record  # noqa: E402
 
 LINEAGE = ("origin", "parent_id", "iteration", "teacher_model")
 
@@ -57,21 +60,31 @@ def write_pool(config: Path, overrides: list[str], out: Path) -> tuple[Path, int
 
 
 def candidate(config: Path, overrides: list[str], setting: dict, seed: int, pool: Path, args, console) -> dict:
-    """Iteration 0's figures of one candidate and sampling seed: read back, or trained and evaluated now."""
+    """Iteration 0's figures of one candidate and sampling seed: read back from OUT/candidates.json (figures only,
+    committed, so a selection outlives the machine it ran on) or from its run dir, or trained and evaluated now."""
     from llm2llm import loop
 
     e, lr, size = setting["epochs"], setting["lr"], setting["seed_size"]
-    run_dir = args.out / f"e{e:g}-lr{lr:g}-s{size}-seed{seed}"
-    store = RunStore(run_dir)
+    name = f"e{e:g}-lr{lr:g}-s{size}-seed{seed}"
+    cfg = load_config(config, [*overrides, f"data.train={pool}", "data.test=null", f"data.test_size={args.val_size}",
+                               f"data.test_seed={args.val_seed}", f"data.seed_size={size}", f"data.sampling_seed={seed}",
+                               f"student.seed={seed}", f"student.epochs={e}", f"student.lr={lr}", "loop.iterations=1",
+                               "teacher.budget_tokens=1", "filters.judge=none", "output.keep_models=none"])
+    kept_path, identity = args.out / "candidates.json", portable(cfg)
+    kept = read_record(kept_path) if kept_path.exists() else {}
+    if name in kept:
+        diff = config_differences(kept[name]["config"], identity, FREE_FIELDS)
+        if diff:
+            raise UserError(f"{kept_path}: {name} was run with a different config ({', '.join(diff)}); "
+                            "use another --out")
+        return kept[name]["figures"]
+    store = RunStore(args.out / name)
     if not store.metrics():
-        cfg = load_config(config, [*overrides, f"data.train={pool}", "data.test=null", f"data.test_size={args.val_size}",
-                                   f"data.test_seed={args.val_seed}", f"data.seed_size={size}",
-                                   f"data.sampling_seed={seed}", f"student.seed={seed}", f"student.epochs={e}",
-                                   f"student.lr={lr}", "loop.iterations=1", "teacher.budget_tokens=1",
-                                   "filters.judge=none", "output.keep_models=none"])
         loop.run(cfg, store, console)
     row = store.metrics()[0]
-    return {"val_accuracy": row["test_accuracy"], "seed_accuracy": row["seed_accuracy"], "wrong": row["wrong"]}
+    figures = {"val_accuracy": row["test_accuracy"], "seed_accuracy": row["seed_accuracy"], "wrong": row["wrong"]}
+    atomic_write(kept_path, json.dumps({**kept, name: {"config": identity, "figures": figures}}, indent=1) + "\n")
+    return figures
 
 
 def choose(results: list[dict]) -> dict:
@@ -110,8 +123,9 @@ def main() -> None:
     parser.add_argument("--val-size", type=int, default=200)
     parser.add_argument("--val-seed", type=int, default=4321)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=None, help="default benchmarks/effect/select/<config stem>")
     args = parser.parse_args()
+    args.out = args.out or ROOT / "benchmarks" / "effect" / "select" / args.config.stem
     console = Console()
     try:
         pool, size = write_pool(args.config, args.overrides, args.out)

@@ -170,3 +170,38 @@ def test_select_setting_pool_never_holds_a_test_row(tmp_path, intent_files):
 
     with pytest.raises(UserError, match="set data.test_seed"):
         write_pool(config, [], tmp_path / "other")
+
+
+def test_select_setting_reads_a_candidate_from_candidates_json_when_its_run_dir_is_gone(tmp_path, intent_files,
+                                                                                         monkeypatch):
+    """A selection moves between machines without its run dirs: a finished candidate's figures are read from
+    OUT/candidates.json, not trained again; the same name with another config there is a one-line error."""
+    import argparse
+    import shutil
+
+    import yaml
+    from rich.console import Console
+
+    from benchmarks.select_setting import candidate
+    from conftest import config_dict
+    from llm2llm import UserError, loop
+
+    trained = []
+
+    def stand_in(cfg, store, console):
+        trained.append(cfg.student.lr)
+        store.open({})
+        store.write_metrics({"iteration": 0, "test_accuracy": 0.75, "seed_accuracy": 0.5, "wrong": 2})
+
+    monkeypatch.setattr(loop, "run", stand_in)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(config_dict(*intent_files, data={"test": None, "test_size": 2, "test_seed": 1})))
+    args = argparse.Namespace(out=tmp_path / "sel", val_size=2, val_seed=4321)
+    setting = {"epochs": 1, "lr": 3e-4, "seed_size": 2}
+    want = {"val_accuracy": 0.75, "seed_accuracy": 0.5, "wrong": 2}
+    assert candidate(config, [], setting, 0, intent_files[0], args, Console(quiet=True)) == want
+    shutil.rmtree(args.out / "e1-lr0.0003-s2-seed0")
+    assert candidate(config, [], setting, 0, intent_files[0], args, Console(quiet=True)) == want
+    assert trained == [3e-4]
+    with pytest.raises(UserError, match=r"e1-lr0.0003-s2-seed0 was run with a different config \(student.max_length\)"):
+        candidate(config, ["student.max_length=64"], setting, 0, intent_files[0], args, Console(quiet=True))
