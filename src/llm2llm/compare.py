@@ -150,11 +150,14 @@ def summarise(runs: dict[int, dict], seconds: dict[int, float], details: dict[in
     pairs = {f"{a}-{b}": paired([x - y for x, y in zip(final[a], final[b])]) for a, b in PAIRS}
     stage_s = {s: sum(r.get(k, 0) for arm in ("llm2llm", "random") for r in runs[s][arm]
                       for k in ("train_s", "eval_s", "teacher_s")) for s in seeds}
+    by_stage = {name: round(sum(r.get(k, 0) for s in seeds for arm in ("llm2llm", "random")
+                                for r in runs[s][arm]) / 60, 1)
+                for name, k in (("training", "train_s"), ("evaluation", "eval_s"), ("teacher", "teacher_s"))}
     return {"seeds": seeds, "accuracy": acc, "gain": gain, "paired": pairs, "iterations": _per_iteration(runs, seeds),
             "distributions": _distributions(details or {}, seeds),
             "llm2llm_iterations": sorted({runs[s]["llm2llm"][-1]["iteration"] for s in seeds}),
             "minutes_per_seed": {s: round(seconds[s] / 60, 1) for s in seeds},
-            "stage_minutes_per_seed": {s: round(stage_s[s] / 60, 1) for s in seeds}}
+            "stage_minutes_per_seed": {s: round(stage_s[s] / 60, 1) for s in seeds}, "stage_minutes": by_stage}
 
 
 def markdown(summary: dict, title: str) -> str:
@@ -192,6 +195,10 @@ def markdown(summary: dict, title: str) -> str:
               f"{', '.join(f'{m} min' for m in minutes.values())}"
               + (f"; training, evaluation and teacher time recorded in the run dirs (kept across resumes): "
                  f"{', '.join(f'{m} min' for m in stages.values())}" if stages else "") + "."]
+    if summary.get("stage_minutes"):
+        lines[-1] += (" Where the time went, summed over seed samples and arms: "
+                      + ", ".join(f"{name} {m} min" for name, m in summary["stage_minutes"].items())
+                      + " (the teacher's includes the judge; the rest is loading models and starting servers).")
     return "\n".join(lines) + "\n"
 
 

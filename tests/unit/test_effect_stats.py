@@ -64,6 +64,10 @@ def test_summary_and_table_give_paired_differences_and_never_call_an_interval_ov
     it1 = [r for r in summary["iterations"] if r["arm"] == "llm2llm" and r["iteration"] == 1][0]
     assert it1["tokens"] == 150 and it1["minutes"] == 2.0 and it1["judged_out"] == 1
     assert summary["stage_minutes_per_seed"][0] == 8.0  # 2 arms x 2 iterations x 2 min
+    # 5 seeds x 2 arms x 2 iterations = 20 rows of 60 s training, 30 s evaluation, 30 s teacher
+    assert summary["stage_minutes"] == {"training": 20.0, "evaluation": 10.0, "teacher": 10.0}
+    assert "Where the time went, summed over seed samples and arms: training 20.0 min, evaluation 10.0 min, " \
+           "teacher 10.0 min" in text
 
 
 def test_kinds_sent_and_accepted_per_arm(tmp_path):
