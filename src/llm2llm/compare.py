@@ -198,7 +198,7 @@ def markdown(summary: dict, title: str) -> str:
     if summary.get("stage_minutes"):
         lines[-1] += (" Where the time went, summed over seed samples and arms: "
                       + ", ".join(f"{name} {m} min" for name, m in summary["stage_minutes"].items())
-                      + " (the teacher's includes the judge; the rest is loading models and starting servers).")
+                      + " (the teacher's includes the judge's calls; the rest is loading models and the judges' seed probe).")
     return "\n".join(lines) + "\n"
 
 
