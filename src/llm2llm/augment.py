@@ -106,7 +106,8 @@ def choose_randomly(parents: list[dict], preds: list[dict], n_wrong: int, iterat
     n = counts[iteration] if counts and iteration < len(counts) else n_wrong
     rng = random.Random(f"{cfg.data.sampling_seed}-{iteration}")
     picked = sorted(rng.sample(range(len(parents)), min(n, len(parents))))
-    return [{**parents[i], "student_prediction": preds[i]["prediction"]} for i in picked]
+    return [{**parents[i], "student_prediction": preds[i]["prediction"], "student_correct": preds[i]["correct"]}
+            for i in picked]
 
 
 def teacher_requests(task, chosen: list[dict], seed: list[dict], iteration: int, cfg: RunConfig) -> list[Request]:
@@ -114,7 +115,9 @@ def teacher_requests(task, chosen: list[dict], seed: list[dict], iteration: int,
     of the same label or kind and asking for several new examples in the task's JSON schema."""
     requests, n = [], cfg.teacher.examples_per_call
     for ex in chosen:
-        shown = ex["student_prediction"] if cfg.teacher.show_student_answer else None
+        # the student's answer is shown only where it is wrong (a random parent may have been answered right)
+        wrong = not ex.get("student_correct", False)
+        shown = ex["student_prediction"] if cfg.teacher.show_student_answer and wrong else None
         for sample in range(cfg.teacher.samples_per_example):
             shots = pick_shots(task, ex, seed, cfg.teacher.shots, f"{iteration}-{sample}")
             requests.append({"parent": ex, "iteration": iteration, "sample": sample,

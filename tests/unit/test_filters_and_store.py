@@ -111,11 +111,21 @@ def test_choose_randomly_is_seeded_and_sized(intent_files):
     from llm2llm.augment import choose_randomly
 
     parents = [{"id": str(i), "text": f"t{i}", "label": "alarm"} for i in range(10)]
-    preds = [{"id": str(i), "prediction": " alarm"} for i in range(10)]
-    cfg = build_config(config_dict(*intent_files, loop={"augment": "random", "random_counts": [3, 5]}))
+    preds = [{"id": str(i), "prediction": " alarm" if i % 2 else " music", "correct": bool(i % 2)} for i in range(10)]
+    cfg = build_config(config_dict(*intent_files, loop={"augment": "random", "random_counts": [3, 5]},
+                                   teacher={"show_student_answer": True}))
     first = choose_randomly(parents, preds, n_wrong=7, iteration=0, cfg=cfg)
     assert len(first) == 3 and first == choose_randomly(parents, preds, 7, 0, cfg)
-    assert all(p["student_prediction"] == " alarm" for p in first)
+    assert all(p["student_prediction"] == preds[int(p["id"])]["prediction"] for p in first)
+    # with show_student_answer the teacher hears of the student's answer only where it was wrong
+    from llm2llm.augment import teacher_requests
+    from llm2llm.tasks import make_task
+
+    task = make_task(cfg.task, parents + [{"id": "m", "text": "tm", "label": "music"}])
+    chosen = choose_randomly(parents, preds, 10, 3, cfg)
+    notes = ["answered the last example wrongly" in r["messages"][-1]["content"]
+             for r in teacher_requests(task, chosen, parents, 0, cfg)]
+    assert notes == [not p["student_correct"] for p in chosen] and any(notes) and not all(notes)
     assert len(choose_randomly(parents, preds, 7, 1, cfg)) == 5
     assert len(choose_randomly(parents, preds, 7, 2, cfg)) == 7  # past the list: as many as were wrong
 
