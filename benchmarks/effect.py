@@ -13,7 +13,8 @@ between <!-- effect:strong:begin --> and <!-- effect:strong:end --> of docs/resu
 Each task runs `llm2llm effect` into OUT/<task>; each seed sample's two runs are run dirs
 (OUT/<task>/seed_N/{llm2llm,random}) that `llm2llm effect` continues where they stopped, so rerunning the same
 command resumes a stopped study; a task whose OUT/<task>/effect.json already covers the seeds is not run again.
-The wall time of every invocation is kept in OUT/<task>/wall.json and summed.
+The wall time of every invocation is kept in OUT/<task>/wall.json and summed; each seed sample's own wall time is
+in its summary.json, so one that finished in an invocation killed with its machine still counts.
 
 A study outlives the machine it runs on through git: the study's default OUT is benchmarks/effect/study, where
 .gitignore leaves out the run dirs (they hold the benchmark's texts and the models) but not the figures: each
@@ -83,7 +84,11 @@ def run_task(name: str, seeds: str, overrides: list[str], out: Path) -> int:
 def task_status(name: str, seeds: str, out: Path) -> tuple[str, str]:
     """(status, wall time) of one task from what is on disk."""
     walls = json.loads((out / "wall.json").read_text()) if (out / "wall.json").exists() else []
-    wall = (f"{sum(w['minutes'] for w in walls):.1f} min over {len(walls)} invocation(s)" if walls else "—")
+    seed_seconds = [json.loads(p.read_text())["seconds"] for p in sorted(out.glob("seed_*/summary.json"))]
+    wall = "—"
+    if walls or seed_seconds:  # a seed sample's summary outlives an invocation killed with its machine
+        wall = (f"{sum(seed_seconds) / 60:.1f} min in {len(seed_seconds)} seed sample(s); "
+                f"{len(walls)} invocation(s) recorded, {sum(w['minutes'] for w in walls):.1f} min")
     if (out / "effect.json").exists() and json.loads((out / "effect.json").read_text())["seeds"] == \
             [int(s) for s in seeds.split(",")]:
         return "done", wall
