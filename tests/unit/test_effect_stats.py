@@ -212,3 +212,30 @@ def test_select_setting_reads_a_candidate_from_candidates_json_when_its_run_dir_
     assert trained == [3e-4]
     with pytest.raises(UserError, match=r"e1-lr0.0003-s2-seed0 was run with a different config \(student.max_length\)"):
         candidate(config, ["student.max_length=64"], setting, 0, intent_files[0], args, Console(quiet=True))
+
+
+def test_arm_contents_prints_what_each_arm_sent_and_kept_and_the_test_bias(tmp_path, capsys):
+    from benchmarks.arm_contents import main
+
+    def write(path, rows):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    seed = tmp_path / "seed_0"
+    train = [{"id": "s1", "text": "a b", "label": "neg"}, {"id": "s2", "text": "c d e f", "label": "pos"}]
+    for arm, parents in (("llm2llm", "wrong.jsonl"), ("random", "chosen.jsonl")):
+        write(seed / arm / "iter_000" / "train.jsonl", train)
+        write(seed / arm / "iter_000" / parents, [train[0]] if arm == "llm2llm" else [train[1]])
+        write(seed / arm / "iter_000" / "accepted.jsonl", [{"text": "Very Bad Film", "label": "neg"}])
+        write(seed / arm / "iter_000" / "pred_test.jsonl", [{"answer": "neg", "correct": True},
+                                                            {"answer": "neg", "correct": False}])
+        write(seed / arm / "iter_001" / "pred_test.jsonl", [{"answer": "pos", "correct": True},
+                                                            {"answer": "neg", "correct": True}])
+        write(seed / arm / "iter_001" / "wrong.jsonl", [train[0]])
+    main(tmp_path)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("seed_0 llm2llm: parents 1: neg 1.00, pos 0.00; 2.0 words; lower case 1.00 | "
+                      "accepted 1: neg 1.00, pos 0.00; 3.0 words; lower case 0.00")
+    assert out[1].endswith("(test inputs given neg/pos): 0.500 (2/0), 1.000 (1/1)")
+    assert out[2] == "    wrong at iteration 0: 1; of them still wrong at the last: 1 (wrong then: 1)"
+    assert out[3].startswith("seed_0 random: parents 1: neg 0.00, pos 1.00; 4.0 words")
