@@ -7,6 +7,7 @@ Tasks are config stems in benchmarks/effect/. The default is the strong-teacher 
 between <!-- effect:strong:begin --> and <!-- effect:strong:end --> of docs/results.md:
 
     python benchmarks/effect.py                       # the whole study: many hours on 2 CPU cores
+    python benchmarks/effect.py --tables-only         # rewrite the docs block from what is on disk, run nothing
     python benchmarks/effect.py --smoke --tasks intent_strong   # wiring check: 1 seed, 1 iteration, tiny sizes
     python benchmarks/effect.py --tasks intent,sst2,gsm8k --seeds 0,1,2 --out runs/effect   # the first comparison
 
@@ -131,6 +132,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=None, help="default docs/results.md (smoke: OUT/results.md)")
     parser.add_argument("--marker", default=None, help="docs block name (default: strong, when all tasks are *_strong)")
     parser.add_argument("--smoke", action="store_true", help=f"seeds 0 and {' '.join(SMOKE)}")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="run nothing: write the docs block from what is on disk (each task's status and tables)")
     args = parser.parse_args()
     command = "python benchmarks/effect.py " + shlex.join(sys.argv[1:])
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -139,6 +142,11 @@ def main() -> None:
     out = args.out or (ROOT / "runs" / "effect-smoke" if args.smoke else ROOT / "benchmarks" / "effect" / "study")
     results = args.results or (out / "results.md" if args.smoke else ROOT / "docs" / "results.md")
     marker = args.marker or ("strong" if all(t.endswith("_strong") for t in tasks) else None)
+    if args.tables_only:
+        if not marker:
+            sys.exit("error: --tables-only writes a docs block: give --marker (the tasks are not all *_strong)")
+        write_block(results, marker, block(tasks, seeds, out, command))
+        return
     figures, failed = [], 0
     for name in tasks:
         failed = run_task(name, seeds, overrides, out / name)

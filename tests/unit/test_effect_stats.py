@@ -239,3 +239,18 @@ def test_arm_contents_prints_what_each_arm_sent_and_kept_and_the_test_bias(tmp_p
     assert out[1].endswith("(test inputs given neg/pos): 0.500 (2/0), 1.000 (1/1)")
     assert out[2] == "    wrong at iteration 0: 1; of them still wrong at the last: 1 (wrong then: 1)"
     assert out[3].startswith("seed_0 random: parents 1: neg 0.00, pos 1.00; 4.0 words")
+
+
+def test_effect_benchmark_tables_only_writes_the_block_and_runs_nothing(tmp_path, monkeypatch):
+    import benchmarks.effect as effect
+
+    doc = tmp_path / "results.md"
+    doc.write_text("<!-- effect:strong:begin -->\nold\n<!-- effect:strong:end -->\n")
+    (tmp_path / "study" / "a_strong" / "seed_0").mkdir(parents=True)
+    monkeypatch.setattr(effect, "run_task", lambda *a: pytest.fail("--tables-only ran a task"))
+    monkeypatch.setattr("sys.argv", ["effect.py", "--tables-only", "--tasks", "a_strong,b_strong",
+                                     "--out", str(tmp_path / "study"), "--results", str(doc)])
+    effect.main()
+    text = doc.read_text()
+    assert "| a_strong | benchmarks/effect/a_strong.yaml | stopped or running: seed_0 started | — |" in text
+    assert "| b_strong | benchmarks/effect/b_strong.yaml | not yet run | — |" in text and "old" not in text
