@@ -8,15 +8,18 @@ the student gave each label. Reads the run dirs (they stay on the machine that r
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+from llm2llm.store import read_records  # noqa: E402
+
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.open()] if path.exists() else []
+    """A run dir's JSONL file (the store's reader: a damaged line is a one-line error), or none where absent."""
+    return read_records(path) if path.exists() else []
 
 
 def describe(rows: list[dict], labels: list[str]) -> str:
