@@ -144,7 +144,7 @@ def main() -> None:
     marker = args.marker or ("strong" if all(t.endswith("_strong") for t in tasks) else None)
     if args.tables_only:
         if not marker:
-            sys.exit("error: --tables-only writes a docs block: give --marker (the tasks are not all *_strong)")
+            parser.error("--tables-only writes a docs block: give --marker (the tasks are not all *_strong)")
         write_block(results, marker, block(tasks, seeds, out, command))
         return
     figures, failed = [], 0
