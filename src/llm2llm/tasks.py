@@ -55,9 +55,22 @@ _NOT_AN_EXAMPLE = re.compile(
     re.IGNORECASE)
 
 
-def not_an_example(text: str) -> bool:
-    """True for chatter, refusals and template placeholders: texts that must never become training data."""
+def not_an_example(text: str, markers: frozenset[str] = frozenset()) -> bool:
+    """True for chatter, refusals and template placeholders: texts that must never become training data.
+    `markers` are the <...> markers the task's own data uses (CaseHOLD's <HOLDING> slot): format, not placeholders."""
+    for marker in markers:
+        text = text.replace(marker, " ")
     return bool(_NOT_AN_EXAMPLE.search(text.strip()))
+
+
+_MARKER = re.compile(r"<[a-z _-]+>", re.IGNORECASE)
+
+
+def data_markers(rows: list[dict], field: str) -> frozenset[str]:
+    """The <...> markers that at least half the data's rows hold in `field` (e.g. CaseHOLD's <HOLDING>)."""
+    found = [set(_MARKER.findall(row[field])) for row in rows if isinstance(row.get(field), str)]
+    tally = {m: sum(m in f for f in found) for m in set().union(*found)} if found else {}
+    return frozenset(m for m, n in tally.items() if 2 * n >= len(found))
 
 
 def json_items(text: str) -> list | None:
@@ -104,6 +117,7 @@ class Task:
     """Base class: a generative task scored by `score`; subclasses override what differs."""
 
     mode = "generate"  # or "choices": score the candidate completions instead of generating
+    markers: frozenset[str] = frozenset()  # <...> markers of the data's inputs (make_task): kept, never placeholders
     default_fields: tuple[str, str] = ("input", "output")
     default_description = "the task"
     default_prompt = "{input}\n"
@@ -190,9 +204,18 @@ class Task:
         """JSON schema properties of one new example."""
         return {self.input_field: {"type": "string", "minLength": 1}, self.output_field: {"type": "string", "minLength": 1}}
 
+    def kept_markers(self, parent: Example) -> list[str]:
+        """The data's markers in the parent's input, in their order there: a new example must hold them too."""
+        return sorted((m for m in self.markers if m in parent[self.input_field]), key=parent[self.input_field].index)
+
     def reply_schema(self, parent: Example, n: int) -> dict:
         """The JSON schema of a teacher reply: {"examples": [n new examples]}."""
         props = self.item_schema(parent)
+        kept = self.kept_markers(parent)
+        if kept:  # the input must hold the parent's markers; plain characters around them, so that the pattern means
+            # the same on the raw JSON text (llama.cpp's grammar) as on the decoded string (llguidance, OpenAI)
+            text = r'[^"\\\x00-\x1f]*'
+            props[self.input_field] = {"type": "string", "pattern": "^" + text + text.join(map(re.escape, kept)) + text + "$"}
         item = {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
         return {"type": "object", "additionalProperties": False, "required": ["examples"],
                 "properties": {"examples": {"type": "array", "items": item, "minItems": 1, "maxItems": n}}}
@@ -210,8 +233,12 @@ class Task:
         # than they follow a description of one
         shown = json.dumps({"examples": [self.item(s) for s in [*shots, ex]]}, ensure_ascii=False)
         values = {**self.values(ex), "student_note": note, "n": n, "examples": shown, "format": self.format_hint(ex)}
-        return [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": _fill(self.teacher_template, values, "task.teacher_template").replace("\n\n\n", "\n\n")}]
+        content = _fill(self.teacher_template, values, "task.teacher_template").replace("\n\n\n", "\n\n")
+        kept = self.kept_markers(ex)
+        if kept:  # small teachers drop a slot marker unless told (CaseHOLD's <HOLDING>), and such an example is rejected
+            content += (f"\nEach new \"{self.input_field}\" must contain {' and '.join(kept)} exactly as the examples "
+                        "do: it marks where the answer belongs.")
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}]
 
     def parse(self, text: str, parent: Example) -> list[dict | Reject]:
         """The new examples (task fields only) in a teacher reply, each checked: a field dict, or a Reject
@@ -240,8 +267,11 @@ class Task:
         problem = self.check(new)
         if problem:
             return Reject(problem, new)
-        if not_an_example(new[self.input_field]):
+        if not_an_example(new[self.input_field], self.markers):
             return Reject(NOT_AN_EXAMPLE, new)
+        missing = [m for m in self.kept_markers(parent) if m not in new[self.input_field]]
+        if missing:
+            return Reject(f"no {missing[0]} in '{self.input_field}', which its parent has", new)
         if " ".join(new[self.input_field].split()).lower() == " ".join(parent[self.input_field].split()).lower():
             return Reject("copy of its parent", new)
         return new
@@ -509,6 +539,12 @@ class ExactTask(Task):
 
 
 def make_task(cfg: TaskConfig, train_rows: list[dict] | None = None) -> Task:
+    task = _task_of_kind(cfg, train_rows)
+    task.markers = data_markers(train_rows or [], task.input_field)
+    return task
+
+
+def _task_of_kind(cfg: TaskConfig, train_rows: list[dict] | None) -> Task:
     kind = cfg.checker if cfg.type == "custom" else {"classification": "label", "math": "number",
                                                      "choice": "choice"}[cfg.type]
     if kind == "label":

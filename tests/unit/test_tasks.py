@@ -1,8 +1,8 @@
 import pytest
 
 from llm2llm.config import TaskConfig
-from llm2llm.tasks import (ChoiceTask, ClassificationTask, ExactTask, MathTask, Reject, clean_line, json_items,
-                           make_task, not_an_example, parse_number)
+from llm2llm.tasks import (NOT_AN_EXAMPLE, ChoiceTask, ClassificationTask, ExactTask, MathTask, Reject, clean_line,
+                           data_markers, json_items, make_task, not_an_example, parse_number)
 
 
 def cls_task(**kw):
@@ -241,6 +241,26 @@ def test_json_replies_for_each_task_type():
     parent = {"context": "old", "endings": ["a", "b"], "label": 0}
     got = choice.parse('{"examples": [{"context": "A new case here.", "endings": ["x", "y"], "label": 1}]}', parent)
     assert got == [{"context": "A new case here.", "endings": ["x", "y"], "label": 1}]
+
+
+def test_markers_of_the_data_are_format_not_placeholders():
+    """CaseHOLD's contexts hold a <HOLDING> slot: a new example keeps it (and is kept), one without it is rejected;
+    a marker the data does not use is still a template placeholder."""
+    rows = [{"context": f"case {i} held (<HOLDING>) here", "endings": ["a", "b"], "label": 0} for i in range(9)]
+    rows.append({"context": "an odd row with <br> in it", "endings": ["a", "b"], "label": 1})
+    assert data_markers(rows, "context") == frozenset({"<HOLDING>"})  # <br>: in one row of ten, not format
+    assert data_markers(rows[:1] + rows[-1:], "context") == frozenset({"<HOLDING>", "<br>"})  # in half the rows
+    choice = make_task(TaskConfig(type="choice"), rows)
+    assert choice.markers == frozenset({"<HOLDING>"})
+    parent = rows[0]
+    reply = '{"examples": [{"context": "%s", "endings": ["x", "y"], "label": 1}]}'
+    assert choice.parse(reply % "A new case (<HOLDING>) of its own.", parent) == [
+        {"context": "A new case (<HOLDING>) of its own.", "endings": ["x", "y"], "label": 1}]
+    assert choice.parse(reply % "A new case without the slot.", parent)[0].reason == (
+        "no <HOLDING> in 'context', which its parent has")
+    assert choice.parse(reply % "A case with (<your holding>) to fill.", parent)[0].reason == NOT_AN_EXAMPLE
+    assert not_an_example("held (<HOLDING>) here", frozenset({"<HOLDING>"})) is False
+    assert not_an_example("held (<HOLDING>) here") is True
 
 
 def test_judge_verdicts():
