@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+from llm2llm import fail  # noqa: E402
 from llm2llm.store import read_records  # noqa: E402
 
 
@@ -61,5 +62,5 @@ def main(study: Path) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
-        sys.exit("usage: python benchmarks/arm_contents.py STUDY_DIR/<task> (a directory with seed_N/{llm2llm,random})")
+        fail("usage: python benchmarks/arm_contents.py STUDY_DIR/<task> (a directory with seed_N/{llm2llm,random})")
     main(Path(sys.argv[1]))

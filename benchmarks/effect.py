@@ -42,6 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+from llm2llm import fail  # noqa: E402
 from llm2llm.store import atomic_write  # noqa: E402  (the worktree's own package, as the subprocesses use)
 
 STRONG = "sst2_strong,intent_strong,casehold_strong,gsm8k_strong"
@@ -116,7 +117,7 @@ def write_block(path: Path, marker: str, text: str) -> None:
     begin, end = f"<!-- effect:{marker}:begin -->", f"<!-- effect:{marker}:end -->"
     old = path.read_text(encoding="utf-8") if path.exists() else f"{begin}\n{end}\n"
     if begin not in old or end not in old or old.index(begin) > old.index(end):
-        sys.exit(f"error: {path}: no '{begin}' ... '{end}' markers: add them where the tables belong")
+        fail(f"error: {path}: no '{begin}' ... '{end}' markers: add them where the tables belong")
     head, rest = old.split(begin, 1)
     atomic_write(path, f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
     print(f"written: {path} (between the effect:{marker} markers)", flush=True)
@@ -153,7 +154,7 @@ def main() -> None:
         if marker:
             write_block(results, marker, block(tasks, seeds, out, command))
         if failed:
-            sys.exit(f"error: {name}: `llm2llm effect` exited with {failed}; rerun the same command to continue")
+            fail(f"error: {name}: `llm2llm effect` exited with {failed}; rerun the same command to continue", failed)
         paired = json.loads((out / name / "effect.json").read_text()).get("paired", {})
         for key in ("llm2llm-random", "llm2llm-plain"):
             p = paired[key]

@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-from llm2llm import UserError  # noqa: E402
+from llm2llm import UserError, fail  # noqa: E402
 from llm2llm.config import FREE_FIELDS, load_config, portable  # noqa: E402
 from llm2llm.store import RunStore, atomic_write, config_differences, read_record  # noqa: E402
 
@@ -108,7 +108,7 @@ def numbers(text: str, kind) -> list:
     try:
         return [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        sys.exit(f"error: '{text}': expected comma-separated numbers")
+        fail(f"error: '{text}': expected comma-separated numbers")
 
 
 def main() -> None:
@@ -141,7 +141,7 @@ def main() -> None:
                     results.append({**setting, "per_seed": [r["val_accuracy"] for r in runs],
                                     **{k: statistics.fmean(r[k] for r in runs) for k in runs[0]}})
     except UserError as err:
-        sys.exit(f"error: {err}")
+        fail(f"error: {err}")
     chosen = choose(results)
     text = table(results, chosen, seeds)
     sets = f"--set student.epochs={chosen['epochs']:g} --set student.lr={chosen['lr']:g} --set data.seed_size={chosen['seed_size']}"

@@ -113,7 +113,7 @@ def test_run_report_of_an_effect_seed_sample_shows_the_paired_intervals(tmp_path
     assert "<td>no detectable difference</td>" in page.read_text()
 
 
-def test_effect_benchmark_writes_its_block_between_the_markers_and_keeps_the_rest(tmp_path):
+def test_effect_benchmark_writes_its_block_between_the_markers_and_keeps_the_rest(tmp_path, capsys):
     from benchmarks.effect import block, write_block
 
     doc = tmp_path / "results.md"
@@ -136,9 +136,20 @@ def test_effect_benchmark_writes_its_block_between_the_markers_and_keeps_the_res
     assert "| c_strong | benchmarks/effect/c_strong.yaml | not yet run | — |" in text
     bare = tmp_path / "bare.md"
     bare.write_text("no markers\n")
-    with pytest.raises(SystemExit, match="no '<!-- effect:strong:begin -->'"):
+    with pytest.raises(SystemExit) as exit_:
         write_block(bare, "strong", "x")
-    assert bare.read_text() == "no markers\n"
+    assert exit_.value.code == 2 and bare.read_text() == "no markers\n"
+    assert "no '<!-- effect:strong:begin -->'" in capsys.readouterr().err
+
+
+def test_select_setting_bad_grid_values_are_a_one_line_usage_error(capsys):
+    from benchmarks.select_setting import numbers
+
+    assert numbers("1e-4, 3e-4", float) == [1e-4, 3e-4]
+    with pytest.raises(SystemExit) as exit_:
+        numbers("1,two", int)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "error: '1,two': expected comma-separated numbers\n"
 
 
 def test_select_setting_rule_best_validation_then_fewer_epochs_smaller_seed_lower_lr():
