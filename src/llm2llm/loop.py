@@ -76,19 +76,19 @@ def iterate(r: Run) -> list[dict]:
     train_set, model, last = r.seed, r.base, cfg.loop.iterations
     with contextlib.closing(r.teacher.cache):
         for it in range(cfg.loop.iterations + 1):
-            clock = {}
+            clock = Clock(store, it)
             train_set = store.stage(it, "train.jsonl", lambda: train_set)
-            with timed(clock, "train_s"):
+            with clock.timed("train_s"):
                 model, train_stats = fine_tune(r, it, train_set, model)
-            with timed(clock, "eval_s"):
+            with clock.timed("eval_s"):
                 parents, pred_seed, pred_test = evaluate(r, it, model, train_set)
             wrong = store.stage(it, "wrong.jsonl", lambda: [{**ex, "student_prediction": p["prediction"]}
                                                             for ex, p in zip(parents, pred_seed) if not p["correct"]])
             new = augment.nothing(store, it)
             if it < last:
-                with timed(clock, "teacher_s"):
+                with clock.timed("teacher_s"):
                     new = augment.augment(r, it, wrong, parents, pred_seed, train_set)
-            record(r, metrics_row(r, it, train_set, pred_seed, pred_test, wrong, new, train_stats, clock))
+            record(r, metrics_row(r, it, train_set, pred_seed, pred_test, wrong, new, train_stats, clock.seconds))
             if cfg.loop.from_scratch and cfg.output.keep_models != "all" and it > 0:  # only the last is kept
                 store.drop_model(it - 1)
             train_set = train_set + new.accepted
@@ -100,11 +100,23 @@ def iterate(r: Run) -> list[dict]:
     return store.metrics()
 
 
-@contextlib.contextmanager
-def timed(clock: dict, name: str):
-    t0 = time.time()
-    yield
-    clock[name] = round(time.time() - t0, 1)
+class Clock:
+    """An iteration's seconds per stage (train_s, eval_s, teacher_s), kept in iter_NNN/clock.json as each stage
+    ends, so that an iteration stopped and resumed still counts the stages it finished before the stop. An iteration
+    whose metrics row is written is not timed again (a resumed run reads it back)."""
+
+    def __init__(self, store: RunStore, iteration: int):
+        self.store, self.iteration = store, iteration
+        self.finished = any(m["iteration"] == iteration and not m.get("stopped") for m in store.metrics())
+        self.seconds = store.read_json(iteration, "clock.json") if store.has(iteration, "clock.json") else {}
+
+    @contextlib.contextmanager
+    def timed(self, name: str):
+        t0 = time.time()
+        yield
+        if not self.finished:
+            self.seconds[name] = round(self.seconds.get(name, 0) + time.time() - t0, 1)
+            self.store.write_json(self.iteration, "clock.json", self.seconds)
 
 
 def choose_judge(cfg: RunConfig, store: RunStore, task: Task, seed: list[dict], judge, teacher: Teacher,

@@ -2,8 +2,8 @@
 
 RUN/config.yaml, RUN/metrics.jsonl, RUN/cache.sqlite, and per iteration RUN/iter_NNN/ with
 train.jsonl, pred_seed.jsonl, pred_test.jsonl, wrong.jsonl, teacher_calls.jsonl (and teacher_stats.json: calls,
-retries, failures, req/s), accepted.jsonl, rejected.jsonl, model/ and STAGE (the stage started last). A stage is
-done when its output file exists.
+retries, failures, req/s), accepted.jsonl, rejected.jsonl, model/, clock.json (seconds per finished stage) and
+STAGE (the stage started last). A stage is done when its output file exists.
 """
 from __future__ import annotations
 

@@ -176,3 +176,21 @@ def test_replies_in_the_older_form_keep_their_meaning(intent_files):
     accepted, rejected = keep(task, calls, [parent], [], 1, "t")
     assert [a["text"] for a in accepted] == ["rouse me at dawn"]
     assert [r["reason"] for r in rejected] == ["teacher call failed: APIStatusError: 500", "teacher call failed: timeout"]
+
+
+def test_an_iterations_clock_survives_a_resume_and_a_finished_iteration_is_not_timed_again(tmp_path, monkeypatch):
+    import llm2llm.loop as loop
+
+    now = iter([100.0, 130.0, 500.0, 502.5, 900.0, 999.0])  # (start, end) of three timed blocks
+    monkeypatch.setattr(loop.time, "time", lambda: next(now))
+    store = RunStore(tmp_path / "run")
+    with loop.Clock(store, 0).timed("train_s"):  # trained, then the run is killed
+        pass
+    clock = loop.Clock(store, 0)  # resumed: the training read back costs 2.5 s more
+    with clock.timed("train_s"):
+        pass
+    assert clock.seconds == {"train_s": 32.5} == store.read_json(0, "clock.json")
+    store.write_metrics({"iteration": 0, **clock.seconds})
+    with loop.Clock(store, 0).timed("eval_s"):  # a later resume passes the finished iteration: nothing changes
+        pass
+    assert store.read_json(0, "clock.json") == {"train_s": 32.5}
