@@ -154,7 +154,8 @@ def main() -> None:
         if marker:
             write_block(results, marker, block(tasks, seeds, out, command))
         if failed:
-            fail(f"error: {name}: `llm2llm effect` exited with {failed}; rerun the same command to continue", failed)
+            fail(f"error: {name}: `llm2llm effect` exited with {failed}; rerun the same command to continue",
+                 failed if 0 < failed < 256 else 1)
         paired = json.loads((out / name / "effect.json").read_text()).get("paired", {})
         for key in ("llm2llm-random", "llm2llm-plain"):
             p = paired[key]
