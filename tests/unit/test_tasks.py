@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from llm2llm.config import TaskConfig
@@ -259,6 +261,13 @@ def test_markers_of_the_data_are_format_not_placeholders():
     assert choice.parse(reply % "A new case without the slot.", parent)[0].reason == (
         "no <HOLDING> in 'context', which its parent has")
     assert choice.parse(reply % "A case with (<your holding>) to fill.", parent)[0].reason == NOT_AN_EXAMPLE
+    context = choice.reply_schema(parent, 1)["properties"]["examples"]["items"]["properties"]["context"]
+    assert re.fullmatch(context["pattern"], "A new case (<HOLDING>) of its own.")
+    assert not re.fullmatch(context["pattern"], "A new case without the slot.")
+    assert not re.fullmatch(context["pattern"], 'A "quoted" case (<HOLDING>).')  # raw JSON text = decoded text
+    assert "must contain <HOLDING>" in choice.teacher_messages(parent)[1]["content"]
+    plain = make_task(TaskConfig(type="choice"), [{**parent, "context": "no slot"}] * 3 + rows[:2])  # 2 of 5 rows
+    assert plain.markers == frozenset() and "must contain" not in plain.teacher_messages(parent)[1]["content"]
     assert not_an_example("held (<HOLDING>) here", frozenset({"<HOLDING>"})) is False
     assert not_an_example("held (<HOLDING>) here") is True
 
