@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import UserError, display
+from . import UserError, display, fail
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Grow a small model's training data from its own mistakes (LLM2LLM).")
@@ -64,8 +64,7 @@ def _guard(fn, *args) -> None:
     try:
         fn(*args)
     except UserError as err:  # one line, never wrapped: a value or a library's message may hold line breaks
-        typer.echo("error: " + " ".join(line.strip() for line in str(err).splitlines()), err=True)
-        raise typer.Exit(2)
+        fail(f"error: {err}")
 
 
 @app.command()
