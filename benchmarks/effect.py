@@ -14,8 +14,9 @@ between <!-- effect:strong:begin --> and <!-- effect:strong:end --> of docs/resu
 Each task runs `llm2llm effect` into OUT/<task>; each seed sample's two runs are run dirs
 (OUT/<task>/seed_N/{llm2llm,random}) that `llm2llm effect` continues where they stopped, so rerunning the same
 command resumes a stopped study; a task whose OUT/<task>/effect.json already covers the seeds is not run again.
-The wall time of every invocation is kept in OUT/<task>/wall.json and summed; each seed sample's own wall time is
-in its summary.json, so one that finished in an invocation killed with its machine still counts.
+The wall time of every invocation that ended (not one killed with its machine) is kept in OUT/<task>/wall.json and
+summed. Each seed sample's summary.json holds its rows' training, evaluation and teacher seconds, which add up across
+resumes ("stages" in the status table), and the wall time of the invocation that finished it.
 
 A study outlives the machine it runs on through git: the study's default OUT is benchmarks/effect/study, where
 .gitignore leaves out the run dirs (they hold the benchmark's texts and the models) but not the figures: each
@@ -86,10 +87,15 @@ def run_task(name: str, seeds: str, overrides: list[str], out: Path) -> int:
 def task_status(name: str, seeds: str, out: Path) -> tuple[str, str]:
     """(status, wall time) of one task from what is on disk."""
     walls = json.loads((out / "wall.json").read_text()) if (out / "wall.json").exists() else []
-    seed_seconds = [json.loads(p.read_text())["seconds"] for p in sorted(out.glob("seed_*/summary.json"))]
+    summaries = [json.loads(p.read_text()) for p in sorted(out.glob("seed_*/summary.json"))]
     wall = "—"
-    if walls or seed_seconds:  # a seed sample's summary outlives an invocation killed with its machine
-        wall = (f"{sum(seed_seconds) / 60:.1f} min in {len(seed_seconds)} seed sample(s); "
+    if walls or summaries:  # a seed sample's summary outlives an invocation killed with its machine
+        # stages: the rows' training, evaluation and teacher seconds, which add up across resumes; a seed sample's
+        # own "seconds" is the wall time of the invocation that finished it only
+        stages = sum(r.get(k, 0) for s in summaries for rows in s.get("runs", {}).values() for r in rows
+                     for k in ("train_s", "eval_s", "teacher_s"))
+        wall = (f"stages {stages / 60:.1f} min in {len(summaries)} seed sample(s) (finishing invocations "
+                f"{sum(s['seconds'] for s in summaries) / 60:.1f} min); "
                 f"{len(walls)} invocation(s) recorded, {sum(w['minutes'] for w in walls):.1f} min")
     if (out / "effect.json").exists() and json.loads((out / "effect.json").read_text())["seeds"] == \
             [int(s) for s in seeds.split(",")]:

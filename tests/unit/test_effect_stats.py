@@ -125,13 +125,14 @@ def test_effect_benchmark_writes_its_block_between_the_markers_and_keeps_the_res
     (out / "a_strong" / "wall.json").write_text(json.dumps([{"minutes": 1.5}, {"minutes": 2.0}]))
     for seed, seconds in ((0, 90.0), (1, 150.0)):  # seed 0 finished in an invocation that recorded nothing
         (out / "a_strong" / f"seed_{seed}").mkdir()
-        (out / "a_strong" / f"seed_{seed}" / "summary.json").write_text(json.dumps({"seconds": seconds}))
+        rows = {"llm2llm": [{"train_s": 30.0, "eval_s": 20.0, "teacher_s": seconds}], "random": [{"train_s": 10.0}]}
+        (out / "a_strong" / f"seed_{seed}" / "summary.json").write_text(json.dumps({"seconds": seconds, "runs": rows}))
     (out / "b_strong" / "seed_0").mkdir(parents=True)
     write_block(doc, "strong", block(["a_strong", "b_strong", "c_strong"], "0,1", out, "python benchmarks/effect.py"))
     text = doc.read_text()
     assert text.startswith("# Results\nfirst comparison\n<!-- effect:strong:begin -->\nWritten by") and "old" not in text
     assert text.endswith("### a_strong.yaml\n\ntable\n<!-- effect:strong:end -->\ntail\n")
-    assert "| a_strong | benchmarks/effect/a_strong.yaml | done | 4.0 min in 2 seed sample(s); 2 invocation(s) recorded, 3.5 min |" in text
+    assert "| a_strong | benchmarks/effect/a_strong.yaml | done | stages 6.0 min in 2 seed sample(s) (finishing invocations 4.0 min); 2 invocation(s) recorded, 3.5 min |" in text
     assert "| b_strong | benchmarks/effect/b_strong.yaml | stopped or running: seed_0 started | — |" in text
     assert "| c_strong | benchmarks/effect/c_strong.yaml | not yet run | — |" in text
     bare = tmp_path / "bare.md"
