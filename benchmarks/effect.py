@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 from llm2llm import fail  # noqa: E402
+from llm2llm.compare import stage_seconds  # noqa: E402
 from llm2llm.store import atomic_write  # noqa: E402  (the worktree's own package, as the subprocesses use)
 
 STRONG = "sst2_strong,intent_strong,casehold_strong,gsm8k_strong"
@@ -92,8 +93,7 @@ def task_status(name: str, seeds: str, out: Path) -> tuple[str, str]:
     if walls or summaries:  # a seed sample's summary outlives an invocation killed with its machine
         # stages: the rows' training, evaluation and teacher seconds, which add up across resumes; a seed sample's
         # own "seconds" is the wall time of the invocation that finished it only
-        stages = sum(r.get(k, 0) for s in summaries for rows in s.get("runs", {}).values() for r in rows
-                     for k in ("train_s", "eval_s", "teacher_s"))
+        stages = sum(stage_seconds(s.get("runs", {})) for s in summaries)
         wall = (f"stages {stages / 60:.1f} min in {len(summaries)} seed sample(s) (finishing invocations "
                 f"{sum(s['seconds'] for s in summaries) / 60:.1f} min); "
                 f"{len(walls)} invocation(s) recorded, {sum(w['minutes'] for w in walls):.1f} min")

@@ -137,6 +137,11 @@ def _distributions(details: dict[int, dict], seeds: list[int]) -> list[dict]:
     return out
 
 
+def stage_seconds(arms: dict[str, list[dict]]) -> float:
+    """A seed sample's training, evaluation and teacher seconds over both arms' rows (they add up across resumes)."""
+    return sum(r.get(k, 0) for rows in arms.values() for r in rows for k in ("train_s", "eval_s", "teacher_s"))
+
+
 def summarise(runs: dict[int, dict], seconds: dict[int, float], details: dict[int, dict] | None = None) -> dict:
     """Mean and spread of test accuracy per arm and of each arm's gain over plain fine-tuning, the paired
     differences between arms per seed sample with 95% intervals, per-iteration figures (mean over seeds), and
@@ -148,8 +153,7 @@ def summarise(runs: dict[int, dict], seconds: dict[int, float], details: dict[in
     gain = {arm: spread([final_accuracy(runs[s][arm], arm) - runs[s]["llm2llm"][0]["test_accuracy"] for s in seeds])
             for arm in ("llm2llm", "random")}
     pairs = {f"{a}-{b}": paired([x - y for x, y in zip(final[a], final[b])]) for a, b in PAIRS}
-    stage_s = {s: sum(r.get(k, 0) for arm in ("llm2llm", "random") for r in runs[s][arm]
-                      for k in ("train_s", "eval_s", "teacher_s")) for s in seeds}
+    stage_s = {s: stage_seconds(runs[s]) for s in seeds}
     by_stage = {name: round(sum(r.get(k, 0) for s in seeds for arm in ("llm2llm", "random")
                                 for r in runs[s][arm]) / 60, 1)
                 for name, k in (("training", "train_s"), ("evaluation", "eval_s"), ("teacher", "teacher_s"))}
