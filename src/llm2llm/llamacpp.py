@@ -2,7 +2,10 @@
 and always stopped: after use, on Ctrl-C, on an exception, and (Linux) when the process that started it is killed.
 
 The binary is $LLAMA_SERVER, `llama-server` on PATH, or built with cmake from the llama.cpp sources vendored in the
-`llama-cpp-python` sdist of the installed version, into the cache directory (a few minutes on 2 cores, once):
+`llama-cpp-python` sdist of the installed version, into the cache directory (a few minutes on 2 cores, once).
+The build targets the machine's own CPU (llama.cpp's GGML_NATIVE), except Intel AMX: a VM can list amx_tile in
+/proc/cpuinfo yet fault on its first instruction (ours did, Linux 6.18.44-fc), and then a native build crashes at
+the first matrix product; for an AMX build of your own, set $LLAMA_SERVER.
 
     python -m llm2llm.llamacpp          # build if needed and print its path
 """
@@ -12,6 +15,7 @@ import contextlib
 import ctypes
 import gc
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -66,13 +70,23 @@ def build() -> Path:
         source = next(Path(tmp).glob("llama_cpp_python-*/vendor/llama.cpp"))
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target)
+    cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
     flags = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-             "-DLLAMA_BUILD_EXAMPLES=OFF", "-DBUILD_SHARED_LIBS=OFF"]
+             "-DLLAMA_BUILD_EXAMPLES=OFF", "-DBUILD_SHARED_LIBS=OFF", *no_amx_flags(platform.machine(), cpuinfo)]
     subprocess.run(["cmake", "-S", str(target), "-B", str(target / "build"), *flags], check=True,
                    stdout=subprocess.DEVNULL)
     subprocess.run(["cmake", "--build", str(target / "build"), "--target", "llama-server", "-j",
                     str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
     return binary
+
+
+def no_amx_flags(machine: str, cpuinfo: str) -> list[str]:
+    """cmake flags that keep AMX out of a native build on an x86 CPU that lists it (elsewhere none: the flags are
+    x86-only). An explicit -mno-* wins over the -march=native that ggml adds, in either order (checked: GCC 12)."""
+    if machine.lower() not in ("x86_64", "amd64") or "amx_tile" not in cpuinfo.split():
+        return []
+    off = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    return [f"-DCMAKE_C_FLAGS={off}", f"-DCMAKE_CXX_FLAGS={off}"]
 
 
 def find_or_build() -> Path:
