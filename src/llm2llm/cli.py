@@ -108,7 +108,7 @@ def compare(config: Path = typer.Argument(..., help="YAML run config"),
     from .compare import compare_once, final_accuracy
 
     def go():
-        runs = compare_once(config, set_, out, console, _execute)
+        runs = compare_once(config, set_, out, console, _execute)["runs"]
         table = Table(title="Plain fine-tuning vs LLM2LLM vs random augmentation (same seed, same teacher calls)")
         for name in ("method", "test accuracy", "Δ vs plain", "train size", "teacher calls"):
             table.add_column(name, justify="right")

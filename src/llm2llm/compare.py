@@ -27,15 +27,36 @@ PAIRS = (("llm2llm", "plain"), ("llm2llm", "random"), ("random", "plain"))  # pa
 NAMES = {"plain": "plain", "llm2llm": "LLM2LLM", "random": "random"}
 
 
-def compare_once(config: Path, overrides: list[str], out: Path, console: Console, execute) -> dict:
-    """Run both arms into out/llm2llm and out/random; their metrics."""
+def compare_once(config: Path, overrides: list[str], out: Path, console: Console, execute, task=None) -> dict:
+    """Run both arms into out/llm2llm and out/random; their metrics rows and (given the task) arm_details.
+
+    A finished LLM2LLM arm leaves out/llm2llm.json (its rows and arm_details: numbers and labels, no data text), so
+    the random arm can run on another machine, after the run dir is gone: it then trains its own iteration 0."""
     cfg = load_config(config, overrides)
-    execute(cfg, out / "llm2llm")
-    ours = RunStore(out / "llm2llm").metrics()
+    record_path = out / "llm2llm.json"
+    if record_path.exists():
+        kept = read_record(record_path)
+        check_config(record_path, kept, portable(cfg))
+        ours, ours_details = kept["metrics"], kept["details"]
+    else:
+        execute(cfg, out / "llm2llm")
+        ours = RunStore(out / "llm2llm").metrics()
+        ours_details = arm_details(RunStore(out / "llm2llm"), task) if task else []
+        atomic_write(record_path, json.dumps({"config": portable(cfg), "metrics": ours, "details": ours_details},
+                                             indent=1) + "\n")
     counts = ",".join(str(m["calls"] // cfg.teacher.samples_per_example) for m in ours[:-1])
     rand = load_config(config, [*overrides, "loop.augment=random", f"loop.random_counts=[{counts}]"])
     execute(rand, out / "random", baseline=RunStore(out / "llm2llm"))
-    return {"llm2llm": ours, "random": RunStore(out / "random").metrics()}
+    return {"runs": {"llm2llm": ours, "random": RunStore(out / "random").metrics()},
+            "details": {"llm2llm": ours_details, "random": arm_details(RunStore(out / "random"), task) if task else []}}
+
+
+def check_config(path: Path, kept: dict, cfg: dict) -> None:
+    """A one-line error where a record on disk was made with another config (as a run dir's is)."""
+    diff = config_differences(kept.get("config", {}), cfg, FREE_FIELDS)
+    if diff:
+        raise UserError(f"{path}: holds a seed sample run with a different config ({', '.join(diff)}); "
+                        "use another output dir")
 
 
 def take_iteration_zero(store: RunStore, baseline: RunStore, seed: list[dict]) -> None:
@@ -244,15 +265,11 @@ def seed_sample(config: Path, overrides: list[str], out: Path, console: Console,
     path, cfg = out / "summary.json", portable(load_config(config, overrides))
     if path.exists():
         kept = read_record(path)
-        diff = config_differences(kept.get("config", {}), cfg, FREE_FIELDS)
-        if diff:
-            raise UserError(f"{path}: holds a seed sample run with a different config ({', '.join(diff)}); "
-                            "use another output dir")
+        check_config(path, kept, cfg)
         return kept
     t0 = time.time()
-    runs = compare_once(config, overrides, out, console, execute)
-    record = {"config": cfg, "runs": runs, "seconds": time.time() - t0,
-              "details": {arm: arm_details(RunStore(out / arm), task) for arm in ("llm2llm", "random")}}
+    done = compare_once(config, overrides, out, console, execute, task)
+    record = {"config": cfg, "runs": done["runs"], "seconds": time.time() - t0, "details": done["details"]}
     atomic_write(path, json.dumps(record, indent=1) + "\n")
     return record
 

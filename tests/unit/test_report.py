@@ -220,3 +220,60 @@ def test_the_rejects_plot_counts_categories_not_every_judge_message(tmp_path, mo
     write_report(store.root)
     assert seen == {0: {"judge disagrees": 2, "copy of parent": 1, "failed call": 1}}
     assert len(store.read_jsonl(0, "rejected.jsonl")) == 4  # the full reasons stay on disk
+
+
+def test_a_seed_sample_half_done_on_another_machine_runs_only_its_random_arm(tmp_path, intent_files):
+    """A seed sample can outlast two machines: a finished LLM2LLM arm leaves seed_N/llm2llm.json (its rows and
+    label counts, no text of the data); with its run dir gone, the next invocation runs only the random arm, with
+    the recorded arm's call counts and no baseline to take iteration 0 from; another config there is an error."""
+    import shutil
+
+    import yaml
+    from rich.console import Console
+
+    from conftest import config_dict
+    from llm2llm import UserError
+    from llm2llm.compare import effect
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(config_dict(*intent_files)))
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def execute(cfg, out, baseline=None):
+        calls.append((out.name, cfg.loop.random_counts, baseline is not None and baseline.has(0, "pred_test.jsonl")))
+        if out.name == "random" and len(calls) == 2:
+            raise Stop  # the first machine goes away during the random arm
+        store = RunStore(out)
+        store.open({})
+        for i in range(3):
+            store.write_metrics({"iteration": i, "test_accuracy": 0.5 + (0.1 * i if out.name == "llm2llm" else 0),
+                                 "seed_accuracy": 0.5, "train_size": 10 + i, "wrong": 3, "calls": 4 - i,
+                                 "accepted": 2, "rejected": 1})
+        if out.name == "llm2llm":
+            store.write_jsonl(0, "pred_test.jsonl", [])
+            store.write_jsonl(1, "wrong.jsonl", [{"text": "wake me at six", "label": "alarm"}])
+            store.write_jsonl(1, "accepted.jsonl", [{"text": "a new one", "label": "alarm"}])
+            store.write_jsonl(1, "rejected.jsonl", [])
+
+    with pytest.raises(Stop):
+        effect(config, [], [0], tmp_path / "fx", Console(quiet=True), execute)
+    record = tmp_path / "fx" / "seed_0" / "llm2llm.json"
+    assert json.loads(record.read_text())["details"] == [
+        {"iteration": 1, "parents": {"alarm": 1}, "accepted": {"alarm": 1}, "reasons": {}}]
+    texts = {r["text"] for r in map(json.loads, Path(intent_files[0]).read_text().splitlines())}
+    assert not any(t in record.read_text() for t in texts)  # "wake me at six" above included: only its label is kept
+    for arm in ("llm2llm", "random"):  # the next machine has neither run dir
+        shutil.rmtree(tmp_path / "fx" / "seed_0" / arm, ignore_errors=True)
+    summary = effect(config, [], [0], tmp_path / "fx", Console(quiet=True), execute)
+    assert calls == [("llm2llm", None, False), ("random", [4, 3], True), ("random", [4, 3], False)]
+    assert summary["accuracy"]["llm2llm"]["values"] == [pytest.approx(0.7)]
+    assert summary["accuracy"]["plain"]["values"] == [0.5] and summary["accuracy"]["random"]["values"] == [0.5]
+    assert summary["distributions"][0] == {"arm": "llm2llm", "iteration": 1, "parents": {"alarm": 1},
+                                           "accepted": {"alarm": 1}, "reasons": {}}
+    (tmp_path / "fx" / "seed_0" / "summary.json").unlink()
+    with pytest.raises(UserError, match=r"seed_0/llm2llm.json: holds a seed sample run with a different config "
+                                        r"\(student.lr\)"):
+        effect(config, ["student.lr=0.5"], [0], tmp_path / "fx", Console(quiet=True), execute)
