@@ -31,10 +31,11 @@ def compare_once(config: Path, overrides: list[str], out: Path, console: Console
     """Run both arms into out/llm2llm and out/random; their metrics rows and (given the task) arm_details.
 
     A finished LLM2LLM arm leaves out/llm2llm.json (its rows and arm_details: numbers and labels, no data text), so
-    the random arm can run on another machine, after the run dir is gone: it then trains its own iteration 0."""
+    the random arm can run on another machine, after the run dir is gone: it then trains its own iteration 0. Where
+    the run dir is here, it is run (resumed, or a no-op when finished) and the record written again."""
     cfg = load_config(config, overrides)
     record_path = out / "llm2llm.json"
-    if record_path.exists():
+    if record_path.exists() and not (out / "llm2llm" / "metrics.jsonl").exists():
         kept = read_record(record_path)
         check_config(record_path, kept, portable(cfg))
         ours, ours_details = kept["metrics"], kept["details"]
