@@ -100,8 +100,11 @@ def task_status(name: str, seeds: str, out: Path) -> tuple[str, str]:
     if (out / "effect.json").exists() and json.loads((out / "effect.json").read_text())["seeds"] == \
             [int(s) for s in seeds.split(",")]:
         return "done", wall
-    started = sorted(p.name for p in out.glob("seed_*")) if out.exists() else []
-    return (f"stopped or running: {', '.join(started)} started" if started else "not yet run"), wall
+    seed_dirs = sorted(out.glob("seed_*"), key=lambda p: (len(p.name), p.name)) if out.exists() else []
+    done = [p.name for p in seed_dirs if (p / "summary.json").exists()]
+    started = [p.name for p in seed_dirs if p.name not in done]
+    parts = [f"{', '.join(names)} {what}" for names, what in ((done, "done"), (started, "started")) if names]
+    return (f"stopped or running: {'; '.join(parts)}" if parts else "not yet run"), wall
 
 
 def block(tasks: list[str], seeds: str, out: Path, command: str) -> str:

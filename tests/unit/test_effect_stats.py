@@ -127,13 +127,16 @@ def test_effect_benchmark_writes_its_block_between_the_markers_and_keeps_the_res
         (out / "a_strong" / f"seed_{seed}").mkdir()
         rows = {"llm2llm": [{"train_s": 30.0, "eval_s": 20.0, "teacher_s": seconds}], "random": [{"train_s": 10.0}]}
         (out / "a_strong" / f"seed_{seed}" / "summary.json").write_text(json.dumps({"seconds": seconds, "runs": rows}))
-    (out / "b_strong" / "seed_0").mkdir(parents=True)
+    (out / "b_strong" / "seed_0").mkdir(parents=True)  # b: seed 0 finished, seed 1 stopped part-way
+    (out / "b_strong" / "seed_0" / "summary.json").write_text(json.dumps({"seconds": 60.0, "runs": {}}))
+    (out / "b_strong" / "seed_1").mkdir()
     write_block(doc, "strong", block(["a_strong", "b_strong", "c_strong"], "0,1", out, "python benchmarks/effect.py"))
     text = doc.read_text()
     assert text.startswith("# Results\nfirst comparison\n<!-- effect:strong:begin -->\nWritten by") and "old" not in text
     assert text.endswith("### a_strong.yaml\n\ntable\n<!-- effect:strong:end -->\ntail\n")
     assert "| a_strong | benchmarks/effect/a_strong.yaml | done | stages 6.0 min in 2 seed sample(s) (finishing invocations 4.0 min); 2 invocation(s) recorded, 3.5 min |" in text
-    assert "| b_strong | benchmarks/effect/b_strong.yaml | stopped or running: seed_0 started | — |" in text
+    assert ("| b_strong | benchmarks/effect/b_strong.yaml | stopped or running: seed_0 done; seed_1 started | stages "
+            "0.0 min in 1 seed sample(s) (finishing invocations 1.0 min); 0 invocation(s) recorded, 0.0 min |") in text
     assert "| c_strong | benchmarks/effect/c_strong.yaml | not yet run | — |" in text
     bare = tmp_path / "bare.md"
     bare.write_text("no markers\n")
