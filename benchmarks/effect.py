@@ -88,7 +88,9 @@ def run_task(name: str, seeds: str, overrides: list[str], out: Path) -> int:
 def task_status(name: str, seeds: str, out: Path) -> tuple[str, str]:
     """(status, wall time) of one task from what is on disk."""
     walls = json.loads((out / "wall.json").read_text()) if (out / "wall.json").exists() else []
-    summaries = [json.loads(p.read_text()) for p in sorted(out.glob("seed_*/summary.json"))]
+    seed_dirs = sorted(out.glob("seed_*"), key=lambda p: (len(p.name), p.name))  # seed_2 before seed_10
+    done = [p.name for p in seed_dirs if (p / "summary.json").exists()]
+    summaries = [json.loads((out / name / "summary.json").read_text()) for name in done]
     wall = "—"
     if walls or summaries:  # a seed sample's summary outlives an invocation killed with its machine
         # stages: the rows' training, evaluation and teacher seconds, which add up across resumes; a seed sample's
@@ -100,8 +102,6 @@ def task_status(name: str, seeds: str, out: Path) -> tuple[str, str]:
     if (out / "effect.json").exists() and json.loads((out / "effect.json").read_text())["seeds"] == \
             [int(s) for s in seeds.split(",")]:
         return "done", wall
-    seed_dirs = sorted(out.glob("seed_*"), key=lambda p: (len(p.name), p.name)) if out.exists() else []
-    done = [p.name for p in seed_dirs if (p / "summary.json").exists()]
     started = [p.name for p in seed_dirs if p.name not in done]
     parts = [f"{', '.join(names)} {what}" for names, what in ((done, "done"), (started, "started")) if names]
     return (f"stopped or running: {'; '.join(parts)}" if parts else "not yet run"), wall
