@@ -31,8 +31,8 @@ def metrics_table(rows: list[dict]) -> Table:
 
 
 def _execute(cfg, out: Optional[Path], baseline=None) -> None:
-    """Run (or continue) the loop into the run dir, then show the table and the report's lines. `baseline`: a run of
-    the same seed sample and student whose iteration 0 this run takes (compare's random arm)."""
+    """Run (or continue) the loop into the run dir, then show the table and the report's lines. `baseline`: where this
+    run takes iteration 0 from (compare's random arm: the LLM2LLM run of the same seed sample, or its record)."""
     from . import loop
     from .compare import take_iteration_zero
     from .store import RunStore
@@ -41,7 +41,7 @@ def _execute(cfg, out: Optional[Path], baseline=None) -> None:
     try:
         parts = loop.build(cfg, RunStore(run_dir), console)
         if baseline is not None:
-            take_iteration_zero(parts.store, baseline, parts.seed)
+            take_iteration_zero(parts.store, baseline, parts.seed, cfg.teacher.show_student_answer)
         rows = loop.iterate(parts)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished stages are saved; continue with: llm2llm resume {run_dir}", err=True)

@@ -2,8 +2,9 @@
 teacher calls, on one seed sample (`compare_once`) or over several (`effect`: mean and spread, and paired
 differences per seed sample with a 95% paired-t interval).
 
-Both arms share iteration 0: the random arm reads the LLM2LLM run's training set and predictions for it
-instead of training and evaluating the same model again.
+Both arms share iteration 0: the random arm reads the LLM2LLM run's training set and predictions for it (from its
+run dir, or from its record where the run dir went with another machine) instead of training and evaluating the
+same model again.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import math
 import statistics
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -30,24 +32,26 @@ NAMES = {"plain": "plain", "llm2llm": "LLM2LLM", "random": "random"}
 def compare_once(config: Path, overrides: list[str], out: Path, console: Console, execute, task=None) -> dict:
     """Run both arms into out/llm2llm and out/random; their metrics rows and (given the task) arm_details.
 
-    A finished LLM2LLM arm leaves out/llm2llm.json (its rows and arm_details: numbers and labels, no data text), so
-    the random arm can run on another machine, after the run dir is gone: it then trains its own iteration 0. Where
-    the run dir is here, it is run (resumed, or a no-op when finished) and the record written again."""
+    A finished LLM2LLM arm leaves out/llm2llm.json (its rows, arm_details and iteration 0's predictions: numbers and
+    labels, no data text), so the random arm can run on another machine, after the run dir is gone, and still take
+    iteration 0 from it (a record without the predictions, as older ones are: it trains its own). Where the run
+    dir is here, it is run (resumed, or a no-op when finished) and the record written again."""
     cfg = load_config(config, overrides)
     record_path = out / "llm2llm.json"
     if record_path.exists() and not (out / "llm2llm" / "metrics.jsonl").exists():
         kept = read_record(record_path)
         check_config(record_path, kept, portable(cfg))
-        ours, ours_details = kept["metrics"], kept["details"]
+        ours, ours_details, zero = kept["metrics"], kept["details"], kept.get("iteration_0")
     else:
         execute(cfg, out / "llm2llm")
         ours = RunStore(out / "llm2llm").metrics()
         ours_details = arm_details(RunStore(out / "llm2llm"), task) if task else []
-        atomic_write(record_path, json.dumps({"config": portable(cfg), "metrics": ours, "details": ours_details},
-                                             indent=1) + "\n")
+        zero = iteration_zero_record(RunStore(out / "llm2llm"), cfg.task)
+        atomic_write(record_path, json.dumps({"config": portable(cfg), "metrics": ours, "details": ours_details,
+                                              "iteration_0": zero}, indent=1) + "\n")
     counts = ",".join(str(m["calls"] // cfg.teacher.samples_per_example) for m in ours[:-1])
     rand = load_config(config, [*overrides, "loop.augment=random", f"loop.random_counts=[{counts}]"])
-    execute(rand, out / "random", baseline=RunStore(out / "llm2llm"))
+    execute(rand, out / "random", baseline=Baseline(RunStore(out / "llm2llm"), zero))
     return {"runs": {"llm2llm": ours, "random": RunStore(out / "random").metrics()},
             "details": {"llm2llm": ours_details, "random": arm_details(RunStore(out / "random"), task) if task else []}}
 
@@ -60,15 +64,44 @@ def check_config(path: Path, kept: dict, cfg: dict) -> None:
                         "use another output dir")
 
 
-def take_iteration_zero(store: RunStore, baseline: RunStore, seed: list[dict]) -> None:
+PREDICTIONS = ("pred_seed", "pred_test")
+
+
+@dataclass
+class Baseline:
+    """Where the random arm takes iteration 0 from: the LLM2LLM run dir, else the predictions its record keeps."""
+    run: RunStore
+    record: dict | None = None
+
+
+def iteration_zero_record(store: RunStore, task_cfg) -> dict | None:
+    """Iteration 0's predictions for llm2llm.json: the training set's ids and each prediction's id, correctness and
+    parsed answer (a label, a number or an option; left out where answers are free text: no text of the data or of
+    the student's replies). None when the run has no evaluated iteration 0."""
+    if not all(store.has(0, f"{name}.jsonl") for name in ("train", *PREDICTIONS)):
+        return None
+    free_text = task_cfg.type == "custom" and task_cfg.checker == "exact"
+    keep = ("id", "correct") if free_text else ("id", "answer", "correct")
+    return {"train_ids": [r["id"] for r in store.read_jsonl(0, "train.jsonl")],
+            **{name: [{k: p[k] for k in keep} for p in store.read_jsonl(0, f"{name}.jsonl")] for name in PREDICTIONS}}
+
+
+def take_iteration_zero(store: RunStore, baseline: Baseline, seed: list[dict], shows_answer: bool = False) -> None:
     """The random arm's iteration 0 is the LLM2LLM run's (the same seed sample and student): its training set and
-    predictions are copied into `store` instead of training and evaluating the same model again."""
-    if not baseline.has(0, "pred_test.jsonl") or \
-            [r["id"] for r in baseline.read_jsonl(0, "train.jsonl")] != [r["id"] for r in seed]:
+    predictions are copied into `store` instead of training and evaluating the same model again. From the record
+    (no run dir here) the predictions have no reply text ("prediction": null), so not where the teacher would be
+    shown the student's answer (teacher.show_student_answer): then the arm trains its own."""
+    ids = [r["id"] for r in seed]
+    run, record = baseline.run, baseline.record
+    if run.has(0, "pred_test.jsonl") and [r["id"] for r in run.read_jsonl(0, "train.jsonl")] == ids:
+        rows = {name: run.read_jsonl(0, f"{name}.jsonl") for name in ("train", *PREDICTIONS)}
+    elif record and record["train_ids"] == ids and not shows_answer:
+        rows = {"train": seed, **{name: [{"prediction": None, **p} for p in record[name]] for name in PREDICTIONS}}
+    else:
         return
-    for name in ("train.jsonl", "pred_seed.jsonl", "pred_test.jsonl"):
-        if not store.has(0, name):
-            store.write_jsonl(0, name, baseline.read_jsonl(0, name))
+    for name, kept in rows.items():
+        if not store.has(0, f"{name}.jsonl"):
+            store.write_jsonl(0, f"{name}.jsonl", kept)
 
 
 def final_accuracy(rows: list[dict], arm: str) -> float:

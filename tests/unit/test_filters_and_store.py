@@ -131,17 +131,49 @@ def test_choose_randomly_is_seeded_and_sized(intent_files):
 
 
 def test_the_random_arm_takes_iteration_zero_from_the_llm2llm_run_of_the_same_seed(tmp_path):
-    from llm2llm.compare import take_iteration_zero
+    from llm2llm.compare import Baseline, take_iteration_zero
 
     ours, rand = RunStore(tmp_path / "llm2llm"), RunStore(tmp_path / "random")
     seed = [{"id": "a", "text": "x", "label": "l"}, {"id": "b", "text": "y", "label": "l"}]
     for name, rows in (("train.jsonl", seed), ("pred_seed.jsonl", [{"id": "a"}]), ("pred_test.jsonl", [{"id": "t"}])):
         ours.write_jsonl(0, name, rows)
-    take_iteration_zero(rand, ours, seed[:1])  # another seed sample: nothing taken
+    take_iteration_zero(rand, Baseline(ours), seed[:1])  # another seed sample: nothing taken
     assert not rand.has(0, "train.jsonl")
-    take_iteration_zero(rand, ours, seed)
+    take_iteration_zero(rand, Baseline(ours), seed)
     assert [rand.read_jsonl(0, n) for n in ("train.jsonl", "pred_seed.jsonl", "pred_test.jsonl")] == \
         [seed, [{"id": "a"}], [{"id": "t"}]]
+
+
+def test_with_the_run_dir_gone_the_random_arm_takes_iteration_zero_from_the_record(tmp_path):
+    from llm2llm.compare import Baseline, iteration_zero_record, take_iteration_zero
+
+    seed = [{"id": "a", "text": "x", "label": "pos"}, {"id": "b", "text": "y", "label": "neg"}]
+    ours = RunStore(tmp_path / "llm2llm")
+    ours.write_jsonl(0, "train.jsonl", seed)
+    ours.write_jsonl(0, "pred_seed.jsonl", [{"id": "a", "prediction": " pos, for x", "answer": "pos", "correct": True},
+                                            {"id": "b", "prediction": " pos", "answer": "pos", "correct": False}])
+    assert iteration_zero_record(ours, TaskConfig(type="classification")) is None  # not evaluated on test: no record
+    ours.write_jsonl(0, "pred_test.jsonl", [{"id": "t", "prediction": " neg", "answer": "neg", "correct": True}])
+    record = iteration_zero_record(ours, TaskConfig(type="classification"))
+    assert record == {"train_ids": ["a", "b"],
+                      "pred_seed": [{"id": "a", "answer": "pos", "correct": True},
+                                    {"id": "b", "answer": "pos", "correct": False}],
+                      "pred_test": [{"id": "t", "answer": "neg", "correct": True}]}
+    free_text = TaskConfig(type="custom", checker="exact", prompt_template="{text}")
+    assert iteration_zero_record(ours, free_text)["pred_test"] == [{"id": "t", "correct": True}]  # no answer text
+    gone = RunStore(tmp_path / "elsewhere")  # the LLM2LLM run dir is not on this machine
+    shown = RunStore(tmp_path / "shown")
+    take_iteration_zero(shown, Baseline(gone, record), seed, shows_answer=True)  # the teacher would see no answer
+    assert not shown.has(0, "pred_seed.jsonl")
+    other = RunStore(tmp_path / "other")
+    take_iteration_zero(other, Baseline(gone, record), seed[::-1])  # another seed sample
+    assert not other.has(0, "train.jsonl")
+    rand = RunStore(tmp_path / "random")
+    take_iteration_zero(rand, Baseline(gone, record), seed)
+    assert rand.read_jsonl(0, "train.jsonl") == seed
+    assert rand.read_jsonl(0, "pred_seed.jsonl") == [{"prediction": None, "id": "a", "answer": "pos", "correct": True},
+                                                     {"prediction": None, "id": "b", "answer": "pos", "correct": False}]
+    assert rand.read_jsonl(0, "pred_test.jsonl") == [{"prediction": None, "id": "t", "answer": "neg", "correct": True}]
 
 
 def test_reasons_fall_into_a_few_categories():

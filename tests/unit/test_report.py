@@ -114,7 +114,7 @@ def test_effect_runs_both_arms_per_seed_and_refreshes_their_reports(tmp_path, in
 
     def execute(cfg, out, baseline=None):
         seen.append((out.parent.name, out.name, cfg.data.sampling_seed, cfg.student.seed, cfg.loop.augment,
-                     cfg.loop.random_counts, baseline.root.name if baseline else None))
+                     cfg.loop.random_counts, baseline.run.root.name if baseline else None))
         store = RunStore(out)
         store.open({})
         bump = 0.1 * (cfg.data.sampling_seed + 1) if out.name == "llm2llm" else 0.0
@@ -243,7 +243,8 @@ def test_a_seed_sample_half_done_on_another_machine_runs_only_its_random_arm(tmp
         pass
 
     def execute(cfg, out, baseline=None):
-        calls.append((out.name, cfg.loop.random_counts, baseline is not None and baseline.has(0, "pred_test.jsonl")))
+        calls.append((out.name, cfg.loop.random_counts, baseline and baseline.run.has(0, "pred_test.jsonl"),
+                      baseline and baseline.record))
         if out.name == "random" and len(calls) == 2:
             raise Stop  # the first machine goes away during the random arm
         store = RunStore(out)
@@ -253,6 +254,9 @@ def test_a_seed_sample_half_done_on_another_machine_runs_only_its_random_arm(tmp
                                  "seed_accuracy": 0.5, "train_size": 10 + i, "wrong": 3, "calls": 4 - i,
                                  "accepted": 2, "rejected": 1})
         if out.name == "llm2llm":
+            store.write_jsonl(0, "train.jsonl", [{"id": "s1", "text": "wake me at six", "label": "alarm"}])
+            store.write_jsonl(0, "pred_seed.jsonl", [{"id": "s1", "prediction": "wake me at six: alarm",
+                                                      "answer": "alarm", "correct": True}])
             store.write_jsonl(0, "pred_test.jsonl", [])
             store.write_jsonl(1, "wrong.jsonl", [{"text": "wake me at six", "label": "alarm"}])
             store.write_jsonl(1, "accepted.jsonl", [{"text": "a new one", "label": "alarm"}])
@@ -268,7 +272,10 @@ def test_a_seed_sample_half_done_on_another_machine_runs_only_its_random_arm(tmp
     for arm in ("llm2llm", "random"):  # the next machine has neither run dir
         shutil.rmtree(tmp_path / "fx" / "seed_0" / arm, ignore_errors=True)
     summary = effect(config, [], [0], tmp_path / "fx", Console(quiet=True), execute)
-    assert calls == [("llm2llm", None, False), ("random", [4, 3], True), ("random", [4, 3], False)]
+    zero = {"train_ids": ["s1"], "pred_seed": [{"id": "s1", "answer": "alarm", "correct": True}], "pred_test": []}
+    assert json.loads(record.read_text())["iteration_0"] == zero  # the predictions' ids and labels, not the reply
+    # the next machine's random arm takes iteration 0 from the record
+    assert calls == [("llm2llm", None, None, None), ("random", [4, 3], True, zero), ("random", [4, 3], False, zero)]
     assert summary["accuracy"]["llm2llm"]["values"] == [pytest.approx(0.7)]
     assert summary["accuracy"]["plain"]["values"] == [0.5] and summary["accuracy"]["random"]["values"] == [0.5]
     assert summary["distributions"][0] == {"arm": "llm2llm", "iteration": 1, "parents": {"alarm": 1},
