@@ -240,7 +240,8 @@ class OutputConfig(Strict):
 # (a budget may be raised to let a run that stopped at it go on)
 FREE_FIELDS = ("teacher.concurrency", "teacher.timeout_s", "teacher.max_retries", "teacher.api_key_env",
                "teacher.requests_per_minute", "teacher.tokens_per_minute", "teacher.budget_tokens",
-               "teacher.budget_cost", "output")
+               "teacher.budget_cost", "output",
+               "student.gradient_checkpointing")  # memory for compute: the same updates (a slow test shows it)
 
 
 class RunConfig(Strict):

@@ -90,6 +90,26 @@ def test_padding_free_training_matches_padded_batches(smol, tmp_path):
     assert trainer.model.config.use_cache  # the Trainer turned it off; the trained model evaluates with its cache
 
 
+def test_gradient_checkpointing_trains_the_same_adapter(smol, tmp_path):
+    """Recomputing activations in the backward pass (less memory) changes nothing that is learned: the same
+    losses and the same LoRA weights, which is why the field is free (a run may be resumed with it switched)."""
+    from safetensors.torch import load_file
+
+    from llm2llm.config import FREE_FIELDS, StudentConfig
+
+    model, tok = smol
+    rows = [{"prompt": f"Question {a}: what is {a} plus {a}?\nAnswer:", "completion": f" {2 * a}"} for a in range(12)]
+    cfg = StudentConfig(epochs=1, batch_size=4, lr=1e-3, max_length=64)
+    _, plain = student.fit(model, tok, rows, cfg, tmp_path / "plain", progress=False)
+    _, saved = student.fit(model, tok, rows, cfg.model_copy(update={"gradient_checkpointing": True}),
+                           tmp_path / "checkpointed", progress=False)
+    assert saved["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-6)
+    weights = [load_file(tmp_path / arm / "adapter_model.safetensors") for arm in ("plain", "checkpointed")]
+    assert any(w.abs().max() > 0 for k, w in weights[0].items() if "lora_B" in k)  # trained at all
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6) for k in weights[0])
+    assert "student.gradient_checkpointing" in FREE_FIELDS
+
+
 def test_load_from_local_directory(smol, tmp_path):
     """The path a user's own checkpoint (or a downloaded hub model) takes."""
     model, tok = smol
