@@ -34,14 +34,11 @@ def _execute(cfg, out: Optional[Path], baseline=None) -> None:
     """Run (or continue) the loop into the run dir, then show the table and the report's lines. `baseline`: where this
     run takes iteration 0 from (compare's random arm: the LLM2LLM run of the same seed sample, or its record)."""
     from . import loop
-    from .compare import take_iteration_zero
     from .store import RunStore
 
     run_dir = Path(out or cfg.output.dir)
     try:
-        parts = loop.build(cfg, RunStore(run_dir), console)
-        if baseline is not None:
-            take_iteration_zero(parts.store, baseline, parts.seed, cfg.teacher.show_student_answer)
+        parts = loop.build(cfg, RunStore(run_dir), console, baseline)
         rows = loop.iterate(parts)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished stages are saved; continue with: llm2llm resume {run_dir}", err=True)

@@ -77,31 +77,40 @@ class Baseline:
 def iteration_zero_record(store: RunStore, task_cfg) -> dict | None:
     """Iteration 0's predictions for llm2llm.json: the training set's ids and each prediction's id, correctness and
     parsed answer (a label, a number or an option; left out where answers are free text: no text of the data or of
-    the student's replies). None when the run has no evaluated iteration 0."""
+    the student's replies), and the judges' figures on the seed (judges.json: agreements, the probe's spending, the
+    judge chosen). None when the run has no evaluated iteration 0."""
     if not all(store.has(0, f"{name}.jsonl") for name in ("train", *PREDICTIONS)):
         return None
     free_text = task_cfg.type == "custom" and task_cfg.checker == "exact"
     keep = ("id", "correct") if free_text else ("id", "answer", "correct")
     return {"train_ids": [r["id"] for r in store.read_jsonl(0, "train.jsonl")],
-            **{name: [{k: p[k] for k in keep} for p in store.read_jsonl(0, f"{name}.jsonl")] for name in PREDICTIONS}}
+            **{name: [{k: p[k] for k in keep} for p in store.read_jsonl(0, f"{name}.jsonl")] for name in PREDICTIONS},
+            **({"judges": store.read_json(0, "judges.json")} if store.has(0, "judges.json") else {})}
 
 
 def take_iteration_zero(store: RunStore, baseline: Baseline, seed: list[dict], shows_answer: bool = False) -> None:
     """The random arm's iteration 0 is the LLM2LLM run's (the same seed sample and student): its training set and
     predictions are copied into `store` instead of training and evaluating the same model again. From the record
     (no run dir here) the predictions have no reply text ("prediction": null), so not where the teacher would be
-    shown the student's answer (teacher.show_student_answer): then the arm trains its own."""
+    shown the student's answer (teacher.show_student_answer): then the arm trains its own. The judge chosen on the
+    seed is taken too (iter_000/judges.json, where the run or the record has it): both arms sift with the same judge,
+    and the teacher judge's probe of the seed (a few minutes) is not asked again."""
     ids = [r["id"] for r in seed]
     run, record = baseline.run, baseline.record
     if run.has(0, "pred_test.jsonl") and [r["id"] for r in run.read_jsonl(0, "train.jsonl")] == ids:
         rows = {name: run.read_jsonl(0, f"{name}.jsonl") for name in ("train", *PREDICTIONS)}
-    elif record and record["train_ids"] == ids and not shows_answer:
-        rows = {"train": seed, **{name: [{"prediction": None, **p} for p in record[name]] for name in PREDICTIONS}}
+        judges = run.read_json(0, "judges.json") if run.has(0, "judges.json") else None
+    elif record and record["train_ids"] == ids:
+        rows = {} if shows_answer else \
+            {"train": seed, **{name: [{"prediction": None, **p} for p in record[name]] for name in PREDICTIONS}}
+        judges = record.get("judges")
     else:
         return
     for name, kept in rows.items():
         if not store.has(0, f"{name}.jsonl"):
             store.write_jsonl(0, f"{name}.jsonl", kept)
+    if judges is not None and not store.has(0, "judges.json"):
+        store.write_json(0, "judges.json", judges)
 
 
 def final_accuracy(rows: list[dict], arm: str) -> float:

@@ -50,9 +50,10 @@ def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list
     return iterate(build(cfg, store, console))
 
 
-def build(cfg: RunConfig, store: RunStore, console: Console | None = None) -> Run:
+def build(cfg: RunConfig, store: RunStore, console: Console | None = None, baseline=None) -> Run:
     """Data, task, judge, student and teacher. Everything that can be checked is checked before the run dir is
-    touched or a model loaded; then the run dir is opened and the models are loaded."""
+    touched or a model loaded; then the run dir is opened and the models are loaded. `baseline` (compare's random
+    arm): the LLM2LLM run of the same seed sample, or its record, which iteration 0 and the judge are taken from."""
     console = console or Console()
     task, seed, test = data.load_splits(cfg.data, lambda rows: make_task(cfg.task, rows))
     student.check_model(cfg.student.model, cfg.student.gguf_file, "student.model")
@@ -61,6 +62,10 @@ def build(cfg: RunConfig, store: RunStore, console: Console | None = None) -> Ru
     remote = make_backend(cfg.teacher) if cfg.teacher.backend != "local" else None
     judge = judges.make_judge(cfg.filters.judge, cfg.filters.judge_model, task, seed)
     store.open(cfg.model_dump(mode="json"), free_fields=FREE_FIELDS)
+    if baseline is not None:
+        from .compare import take_iteration_zero
+
+        take_iteration_zero(store, baseline, seed, cfg.teacher.show_student_answer)
     base, tok = student.load(cfg.student.model, cfg.student.gguf_file)
     backend = remote or make_backend(cfg.teacher, {(cfg.student.model, cfg.student.gguf_file): (base, tok)})
     teacher = Teacher(cfg.teacher, Cache(store.cache_path), backend)

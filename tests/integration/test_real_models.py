@@ -203,6 +203,10 @@ def test_compare_runs_both_arms_on_the_same_budget(tmp_path, intent_files):
     # iteration 0 is the same plain fine-tuning: trained once, by the first arm; each arm trains its iteration 1
     assert result.output.count("iteration 0: training on") == 1, result.output
     assert result.output.count("iteration 1: training on") == 2, result.output
+    # and so is the judge: measured on the seed once (the teacher judge's probe is asked by the first arm only)
+    assert result.output.count("agreement with the seed's own labels") == 1, result.output
+    judges = [(tmp_path / "cmp" / arm / "iter_000" / "judges.json").read_text() for arm in ("llm2llm", "random")]
+    assert judges[0] == judges[1] and '"probe"' in judges[0]
     chosen = (tmp_path / "cmp" / "random" / "iter_000" / "chosen.jsonl").read_text().splitlines()
     assert len(chosen) == ours[0]["calls"]
     for name in ("plain fine-tuning", "LLM2LLM", "random augmentation"):

@@ -137,11 +137,14 @@ def test_the_random_arm_takes_iteration_zero_from_the_llm2llm_run_of_the_same_se
     seed = [{"id": "a", "text": "x", "label": "l"}, {"id": "b", "text": "y", "label": "l"}]
     for name, rows in (("train.jsonl", seed), ("pred_seed.jsonl", [{"id": "a"}]), ("pred_test.jsonl", [{"id": "t"}])):
         ours.write_jsonl(0, name, rows)
+    judges = {"embedding": 0.9, "teacher": 0.8, "probe": {"judge_calls": 2}, "chosen": "embedding"}
+    ours.write_json(0, "judges.json", judges)
     take_iteration_zero(rand, Baseline(ours), seed[:1])  # another seed sample: nothing taken
-    assert not rand.has(0, "train.jsonl")
+    assert not rand.has(0, "train.jsonl") and not rand.has(0, "judges.json")
     take_iteration_zero(rand, Baseline(ours), seed)
     assert [rand.read_jsonl(0, n) for n in ("train.jsonl", "pred_seed.jsonl", "pred_test.jsonl")] == \
         [seed, [{"id": "a"}], [{"id": "t"}]]
+    assert rand.read_json(0, "judges.json") == judges  # the same judge, and its probe of the seed is not asked again
 
 
 def test_with_the_run_dir_gone_the_random_arm_takes_iteration_zero_from_the_record(tmp_path):
@@ -154,23 +157,26 @@ def test_with_the_run_dir_gone_the_random_arm_takes_iteration_zero_from_the_reco
                                             {"id": "b", "prediction": " pos", "answer": "pos", "correct": False}])
     assert iteration_zero_record(ours, TaskConfig(type="classification")) is None  # not evaluated on test: no record
     ours.write_jsonl(0, "pred_test.jsonl", [{"id": "t", "prediction": " neg", "answer": "neg", "correct": True}])
+    assert "judges" not in iteration_zero_record(ours, TaskConfig(type="classification"))  # none chosen: none kept
+    judges = {"embedding": 0.9, "teacher": 0.95, "probe": {"judge_calls": 2}, "chosen": "teacher"}
+    ours.write_json(0, "judges.json", judges)
     record = iteration_zero_record(ours, TaskConfig(type="classification"))
     assert record == {"train_ids": ["a", "b"],
                       "pred_seed": [{"id": "a", "answer": "pos", "correct": True},
                                     {"id": "b", "answer": "pos", "correct": False}],
-                      "pred_test": [{"id": "t", "answer": "neg", "correct": True}]}
+                      "pred_test": [{"id": "t", "answer": "neg", "correct": True}], "judges": judges}
     free_text = TaskConfig(type="custom", checker="exact", prompt_template="{text}")
     assert iteration_zero_record(ours, free_text)["pred_test"] == [{"id": "t", "correct": True}]  # no answer text
     gone = RunStore(tmp_path / "elsewhere")  # the LLM2LLM run dir is not on this machine
     shown = RunStore(tmp_path / "shown")
     take_iteration_zero(shown, Baseline(gone, record), seed, shows_answer=True)  # the teacher would see no answer
-    assert not shown.has(0, "pred_seed.jsonl")
+    assert not shown.has(0, "pred_seed.jsonl") and shown.read_json(0, "judges.json") == judges  # the judge: yes
     other = RunStore(tmp_path / "other")
     take_iteration_zero(other, Baseline(gone, record), seed[::-1])  # another seed sample
-    assert not other.has(0, "train.jsonl")
+    assert not other.has(0, "train.jsonl") and not other.has(0, "judges.json")
     rand = RunStore(tmp_path / "random")
     take_iteration_zero(rand, Baseline(gone, record), seed)
-    assert rand.read_jsonl(0, "train.jsonl") == seed
+    assert rand.read_jsonl(0, "train.jsonl") == seed and rand.read_json(0, "judges.json") == judges
     assert rand.read_jsonl(0, "pred_seed.jsonl") == [{"prediction": None, "id": "a", "answer": "pos", "correct": True},
                                                      {"prediction": None, "id": "b", "answer": "pos", "correct": False}]
     assert rand.read_jsonl(0, "pred_test.jsonl") == [{"prediction": None, "id": "t", "answer": "neg", "correct": True}]
