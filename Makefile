@@ -49,5 +49,6 @@ benchmarks: setup
 	$(PY) benchmarks/teacher_throughput.py
 	$(PY) benchmarks/teacher_llamacpp.py
 	$(PY) benchmarks/eval_speed.py
+	$(PY) benchmarks/eval_llamacpp.py
 	$(PY) benchmarks/train_speed.py
 	$(PY) benchmarks/demo_memory.py

@@ -126,8 +126,9 @@ class StudentConfig(Strict):
     # train under `accelerate launch` with these arguments, e.g. ["--num_processes", "4", "--multi_gpu"] or
     # ["--config_file", "fsdp.yaml"] (DDP, FSDP, DeepSpeed and multi-node come from accelerate); none: in-process
     accelerate_args: list[str] | None = None
-    # evaluate with vLLM (when installed, on a GPU) instead of transformers; "auto": vLLM when importable
-    engine: Literal["transformers", "vllm", "auto"] = "transformers"
+    # evaluate with vLLM (when installed, on a GPU) instead of transformers; "auto": vLLM when importable;
+    # "llamacpp": a GGUF student's LoRA adapter on llama-server (CPU; generative tasks; see llamacpp_student.py)
+    engine: Literal["transformers", "vllm", "llamacpp", "auto"] = "transformers"
     vllm_gpu_memory: float = Field(0.4, gt=0, lt=1)  # vLLM's share of the GPU; training needs the rest
 
 

@@ -51,17 +51,14 @@ def find() -> Path | None:
     return binary if binary.exists() else None
 
 
-def build() -> Path:
-    """Build llama-server from the llama-cpp-python sdist (downloaded from PyPI) into the cache directory."""
-    binary = _built_binary()
-    target = binary.parents[2]
+def sources(fresh: bool = False) -> Path:
+    """The llama.cpp sources vendored in the llama-cpp-python sdist (downloaded from PyPI once) in the cache
+    directory: what llama-server is built from, and llama.cpp's converters (convert_lora_to_gguf.py)."""
+    target = _built_binary().parents[2]
+    if (target / "CMakeLists.txt").exists() and not fresh:
+        return target
     version = target.name.removeprefix("llama.cpp-")
-    if not shutil.which("cmake"):
-        raise UserError("teacher.backend 'llamacpp': building llama-server needs cmake and a C++ compiler "
-                        "(or set $LLAMA_SERVER to an installed llama-server)")
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"building llama-server from the llama-cpp-python {version} sdist (once; a few minutes)...",
-              file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-binary",
                         "llama-cpp-python", "--no-deps", "-q", "-d", tmp], check=True)
         sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
@@ -70,6 +67,19 @@ def build() -> Path:
         source = next(Path(tmp).glob("llama_cpp_python-*/vendor/llama.cpp"))
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target)
+    return target
+
+
+def build() -> Path:
+    """Build llama-server from the llama-cpp-python sdist (downloaded from PyPI) into the cache directory."""
+    binary = _built_binary()
+    if not shutil.which("cmake"):
+        raise UserError("teacher.backend 'llamacpp': building llama-server needs cmake and a C++ compiler "
+                        "(or set $LLAMA_SERVER to an installed llama-server)")
+    version = binary.parents[2].name.removeprefix("llama.cpp-")
+    print(f"building llama-server from the llama-cpp-python {version} sdist (once; a few minutes)...",
+          file=sys.stderr, flush=True)
+    target = sources(fresh=True)
     cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
     flags = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
              "-DLLAMA_BUILD_EXAMPLES=OFF", "-DBUILD_SHARED_LIBS=OFF", *no_amx_flags(platform.machine(), cpuinfo)]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
-from . import augment, data, filters, judge as judges, student, vllm_student
+from . import augment, data, filters, judge as judges, llamacpp_student, student, vllm_student
 from .augment import spending, teacher_requests, teacher_stage  # noqa: F401 (benchmarks and tests use them here)
 from .config import FREE_FIELDS, RunConfig
 from .records import MetricsRow, status
@@ -42,7 +42,7 @@ class Run:
     base: object  # the student's base model and its tokenizer
     tokenizer: object
     teacher: Teacher
-    engine: vllm_student.VLLMStudent | None  # evaluation on vLLM, when wanted
+    engine: vllm_student.VLLMStudent | llamacpp_student.LlamaCppStudent | None  # evaluation off transformers
 
 
 def run(cfg: RunConfig, store: RunStore, console: Console | None = None) -> list[dict]:
@@ -59,6 +59,8 @@ def build(cfg: RunConfig, store: RunStore, console: Console | None = None, basel
     student.check_model(cfg.student.model, cfg.student.gguf_file, "student.model")
     if cfg.teacher.backend == "local":
         student.check_model(cfg.teacher.model, cfg.teacher.gguf_file, "teacher.model")
+    if cfg.student.engine == "llamacpp":
+        llamacpp_student.check(cfg.student, task)
     remote = make_backend(cfg.teacher) if cfg.teacher.backend != "local" else None
     judge = judges.make_judge(cfg.filters.judge, cfg.filters.judge_model, task, seed)
     store.open(cfg.model_dump(mode="json"), free_fields=FREE_FIELDS)
@@ -70,7 +72,8 @@ def build(cfg: RunConfig, store: RunStore, console: Console | None = None, basel
     backend = remote or make_backend(cfg.teacher, {(cfg.student.model, cfg.student.gguf_file): (base, tok)})
     teacher = Teacher(cfg.teacher, Cache(store.cache_path), backend)
     judge, figures = choose_judge(cfg, store, task, seed, judge, teacher, console)
-    engine = vllm_student.VLLMStudent(cfg.student) if vllm_student.wanted(cfg.student) else None
+    engine = (llamacpp_student.LlamaCppStudent(cfg.student, task, base, tok) if cfg.student.engine == "llamacpp"
+              else vllm_student.VLLMStudent(cfg.student) if vllm_student.wanted(cfg.student) else None)
     console.print(f"task: {cfg.task.type}, seed: {len(seed)}, test: {len(test)}, iterations: 0..{cfg.loop.iterations}")
     return Run(cfg, store, console, task, seed, test, judge, figures, base, tok, teacher, engine)
 
@@ -173,8 +176,8 @@ def evaluate(r: Run, it: int, model, train_set: list[dict]) -> tuple[list[dict],
 
     def predict(examples, label):
         store.mark_stage(it, "evaluate")
-        if r.engine:  # vLLM: the base model plus this iteration's adapter (or its weights), on the GPU
-            texts = r.engine.predict(task, examples, store.model_dir(it), it)
+        if r.engine:  # vLLM (GPU) or llama.cpp (CPU): the base model plus this iteration's adapter
+            texts = r.engine.predict(task, examples, store.model_dir(it), it, label)
         else:
             texts = student.predict(model, r.tokenizer, task, examples, cfg.student.eval_batch_size, label,
                                     cfg.student.max_length)

