@@ -76,7 +76,8 @@ class LlamaCppStudent:
         self.cfg, self.tokenizer, self.slots = cfg, tokenizer, slots
         self.base_config = {**base.config.to_dict(), "architectures": [type(base).__name__]}
 
-    def predict(self, task, examples: list[dict], model_dir: Path, iteration: int, label: str = "evaluate") -> list[str]:
+    def predict(self, task, examples: list[dict], model_dir: Path, iteration: int,
+                label: str = "evaluate") -> list[str]:
         if not examples:
             return []
         adapter = adapter_gguf(Path(model_dir), self.base_config)
@@ -84,8 +85,9 @@ class LlamaCppStudent:
         ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
         stop = list(task.stop or [])
         context = max(map(len, ids)) + task.max_new_tokens + 8
-        threads = ["-t", str(os.cpu_count() or 2), "--lora", str(adapter)]
-        with llamacpp.serve(self.gguf, self.slots, context, threads, log=Path(model_dir) / "llama-server.log") as url, \
+        server_args = ["-t", str(os.cpu_count() or 2), "--lora", str(adapter)]
+        log = Path(model_dir) / "llama-server.log"
+        with llamacpp.serve(self.gguf, self.slots, context, server_args, log=log) as url, \
                 display.counting(label, len(examples)) as advance, \
                 concurrent.futures.ThreadPoolExecutor(self.slots) as pool:
             futures = [pool.submit(completion, url, x, task.max_new_tokens, stop) for x in ids]
