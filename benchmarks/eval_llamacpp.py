@@ -1,12 +1,15 @@
-"""Generative evaluation on llama.cpp (student.engine: llamacpp) vs on transformers (ours, batched), in one run.
+"""Generative evaluation on llama.cpp (student.engine: llamacpp) vs on transformers (ours, batched), and ours vs
+transformers' own batched `model.generate`, in one run.
 
 The GSM8K student of the strong-teacher study, Qwen2.5-Coder-0.5B-Instruct (its GGUF, de-quantized for training),
 briefly LoRA-fine-tuned on --train GSM8K problems, then the same --prompts test problems answered greedily
 (--max-new-tokens) both ways: transformers' batched generation of the merged model (student.predict, batch
 --batch) and llama-server serving the GGUF with the adapter converted to GGUF (llamacpp_student, its parallel
-slots; the adapter's conversion and the server's start are inside the timed part). Printed: each side's time,
-the ratio, how many answers (the parsed number) agree, and each side's accuracy. Each side runs once, the
-transformers one first; the machine should be otherwise idle.
+slots; the adapter's conversion and the server's start are inside the timed part), and a third time with
+`model.generate` over the same batches (a finished row stays in its batch until the last one ends: llm2llm's way
+before its own greedy loop). Printed: each side's time, the ratios, how many answers (the parsed number) and
+texts agree, and each side's accuracy. Each side runs once, transformers' batched generate first, then ours,
+then llama.cpp; the machine should be otherwise idle.
 
     python benchmarks/eval_llamacpp.py [--train 16] [--prompts 48] [--slots 8]
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from eval_speed import generate_batched  # noqa: E402
 from llm2llm import data, llamacpp_student, student  # noqa: E402
 from llm2llm.config import build_config  # noqa: E402
 from llm2llm.tasks import make_task  # noqa: E402
@@ -48,6 +52,10 @@ def main() -> None:
     engine = llamacpp_student.LlamaCppStudent(cfg.student, task, base, tok, args.slots)
     with tempfile.TemporaryDirectory() as tmp:
         model, stats = student.train(base, tok, student.training_rows(task, seed), cfg.student, Path(tmp))
+        prompts = student.shorten(tok, [task.student_prompt(ex) for ex in test], cfg.student.max_length)
+        t0 = time.time()
+        peer = generate_batched(model, tok, prompts, args.max_new_tokens, args.batch)
+        t_gen = time.time() - t0
         t0 = time.time()
         ours = student.predict(model, tok, task, test, args.batch, "transformers", cfg.student.max_length)
         t_hf = time.time() - t0
@@ -59,11 +67,15 @@ def main() -> None:
     same_text = sum(a.strip() == b.strip() for a, b in zip(ours, theirs))
     print(f"{args.model}, LoRA trained on {len(seed)} GSM8K problems (loss {stats.get('train_loss', float('nan')):.3f}); "
           f"{len(test)} test problems, greedy, up to {args.max_new_tokens} new tokens")
-    print(f"transformers (merged model, batch {args.batch}): {t_hf:.1f} s, {right[0]} right")
+    print(f"transformers' batched generate (merged model, batch {args.batch}): {t_gen:.1f} s; its text equals ours "
+          f"on {sum(a == b for a, b in zip(peer, ours))}/{len(test)}")
+    print(f"transformers, ours (merged model, batch {args.batch}): {t_hf:.1f} s, {right[0]} right "
+          f"({t_gen / t_hf:.2f}x batched generate)")
     print(f"llama.cpp (GGUF + adapter, {args.slots} slots, conversion and start included): {t_cpp:.1f} s, "
           f"{right[1]} right")
     print(f"llamacpp_speedup={t_hf / t_cpp:.2f}  same_answer={sum(a == b for a, b in answers)}/{len(test)}  "
-          f"same_text={same_text}/{len(test)}")
+          f"same_text={same_text}/{len(test)}  ours_vs_generate={t_gen / t_hf:.2f}  "
+          f"generate_same_text={sum(a == b for a, b in zip(peer, ours))}/{len(test)}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ SmolLM2-135M (the embedded GGUF), briefly fine-tuned on SST-2 so that it answers
     whose instructions every prompt shares (a student fine-tuned on each); `eval_ceiling` is the naive
     time over that of running just the prompts' tokens through the model once (their shared head once in
     all), unpadded: no evaluation that sees every prompt can beat it on this hardware;
-  - GSM8K, generative: our batched greedy generation (length-sorted, left-padded) vs one prompt at a time,
-    outputs compared token for token.
+  - GSM8K, generative: our batched greedy generation (length-sorted, left-padded, a finished row leaving its
+    batch) vs one prompt at a time (`gen_speedup`) and vs transformers' batched `model.generate` over the same
+    batches, where a finished row stays in its batch until the last one ends (`gen_vs_generate`, what llm2llm
+    did before), outputs compared token for token.
 Every arm is warmed up on a few prompts first, untimed; then the arms run in alternating order over `--rounds`
 rounds and their median times are compared.
 
@@ -52,6 +54,25 @@ def one_at_a_time(model, tok, prompts: list[str], max_new_tokens: int) -> list[s
                                  top_p=None, top_k=None, pad_token_id=tok.pad_token_id,
                                  eos_token_id=tok.eos_token_id)
             out.append(tok.decode(ids[0, batch["input_ids"].shape[1]:], skip_special_tokens=True))
+    return out
+
+
+def generate_batched(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """transformers' batched greedy `model.generate` over the batches `student.generate` cuts (length-sorted,
+    left-padded): every row of a batch runs until its last row ends."""
+    import torch
+
+    tok.padding_side = "left"
+    order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
+    out = [""] * len(prompts)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = tok([prompts[k] for k in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+            ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
+                                 top_p=None, top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            for row, k in enumerate(chunk):
+                out[k] = tok.decode(ids[row, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     return out
 
 
@@ -129,20 +150,26 @@ def main() -> None:
     gsm8k, questions = split({"type": "math"}, "gsm8k", "test.jsonl", args.gen_prompts)
     gen_prompts = [gsm8k.student_prompt(ex) for ex in questions]
     arms = {"naive": lambda: one_at_a_time(base, tok, gen_prompts, args.max_new_tokens),
+            "generate": lambda: generate_batched(base, tok, gen_prompts, args.max_new_tokens, args.batch_size),
             "ours": lambda: student.generate(base, tok, gen_prompts, args.max_new_tokens, args.batch_size)}
     warm = {"naive": lambda: one_at_a_time(base, tok, gen_prompts[:2], 8),
+            "generate": lambda: generate_batched(base, tok, gen_prompts[:args.batch_size], 8, args.batch_size),
             "ours": lambda: student.generate(base, tok, gen_prompts[:args.batch_size], 8, args.batch_size)}
     timed = alternating(arms, args.rounds, lambda name: warm[name]())
-    (naive_gen, naive_gen_s), (ours_gen, ours_gen_s) = timed["naive"], timed["ours"]
+    (naive_gen, naive_gen_s), (hf_gen, hf_gen_s), (ours_gen, ours_gen_s) = (timed[k] for k in ("naive", "generate",
+                                                                                             "ours"))
     same = sum(a == b for a, b in zip(naive_gen, ours_gen))
+    same_hf = sum(a == b for a, b in zip(hf_gen, ours_gen))
     print(f"GSM8K, {len(gen_prompts)} prompts x {args.max_new_tokens} new tokens: per-example {naive_gen_s:.1f} s, "
-          f"batched {ours_gen_s:.1f} s ({naive_gen_s / ours_gen_s:.1f}x); identical outputs {same}/{len(gen_prompts)}",
-          flush=True)
+          f"batched generate {hf_gen_s:.1f} s, ours {ours_gen_s:.1f} s ({naive_gen_s / ours_gen_s:.1f}x per-example, "
+          f"{hf_gen_s / ours_gen_s:.2f}x batched generate); identical outputs {same}/{len(gen_prompts)} and "
+          f"{same_hf}/{len(gen_prompts)}", flush=True)
     (speedup, agree, ceiling), (default_speedup, _, _) = sst2_ratio["examples/sst2.yaml"], sst2_ratio["default"]
     print(f"prompts={len(seed)} rounds={args.rounds} eval_speedup={speedup:.2f} answer_agreement={agree:.3f} eval_ceiling={ceiling:.2f} "
           f"eval_speedup_default_template={default_speedup:.2f} "
           f"gen_prompts={len(gen_prompts)} gen_speedup={naive_gen_s / ours_gen_s:.2f} "
-          f"gen_identical={same}/{len(gen_prompts)}")
+          f"gen_identical={same}/{len(gen_prompts)} gen_vs_generate={hf_gen_s / ours_gen_s:.2f} "
+          f"gen_identical_generate={same_hf}/{len(gen_prompts)}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ grouped by length), with LoRA (peft) or full fine-tuning; it runs the same in-pr
 `accelerate launch`. (TRL's SFTTrainer does the same job; benchmarks/train_speed.py compares the
 two.)
 Prediction scores the candidate answers in one forward pass for classification and choice tasks,
-and runs batched greedy generation (left padding, length-sorted) for generative tasks.
+and runs batched greedy generation (left padding, length-sorted; a finished row leaves its batch) for
+generative tasks.
 """
 from __future__ import annotations
 
@@ -357,9 +358,7 @@ def candidate_logprobs(model, tokenizer, prompts: list[str], candidates: list[li
         head = head[:_common_prefix(head, seq)]
     order = sorted(range(len(items)), key=lambda k: (len(items[k][1]), len(items[k][0])))
     scores = [[] for _ in items]
-    # transformers renamed the forward's `past_key_values` to `cache` (the old name goes in 5.40)
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cache_arg = "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
+    cache_arg = _cache_arg(model)
     batches = []  # a batch holds prompts with equally many candidates, of near-equal length
     for _, group in itertools.groupby(order, key=lambda k: len(items[k][1])):
         group = list(group)
@@ -433,27 +432,75 @@ def _score_batch(model, batch: list[tuple[list[int], list]], head: list[int], he
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
              label: str = "evaluate", stop: list[str] = ()) -> list[str]:
-    """Greedy completions, in batches of length-sorted, left-padded prompts, with the KV cache; a sequence
-    ends at EOS or at the first stop string (cut from the text), and a batch ends when all have."""
+    """Greedy completions, in batches of length-sorted, left-padded prompts (see `greedy`); a sequence ends at
+    EOS or at the first stop string (cut from the text)."""
     import torch
 
     tokenizer.padding_side = "left"
     order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
     out_texts = [""] * len(prompts)
-    stops = {"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}
+    # a stop string of n bytes lies within the last n tokens (+1 for a token that runs past its end)
+    tail = max((len(s.encode()) for s in stop), default=0) + 1
+
+    def stopped(tokens: list[int]) -> bool:
+        text = tokenizer.decode(tokens[-tail:], skip_special_tokens=True)
+        return any(s in text for s in stop)
+
     with torch.inference_mode(), display.counting(label, len(prompts)) as advance:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             batch = tokenizer([prompts[k] for k in chunk], return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(model.device)
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
-                                 top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id, **stops)
-            width = batch["input_ids"].shape[1]
-            for row, k in enumerate(chunk):
-                out_texts[k] = cut_at_stop(tokenizer.decode(out[row, width:], skip_special_tokens=True), stop)
+                              add_special_tokens=False)
+            completions = greedy(model, batch, max_new_tokens, tokenizer.eos_token_id, stopped if stop else None)
+            for k, tokens in zip(chunk, completions):
+                out_texts[k] = cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stop)
             advance(len(chunk))
     return out_texts
+
+
+def greedy(model, batch, max_new_tokens: int, eos_token_id, stopped=None) -> list[list[int]]:
+    """The greedy continuation of each left-padded row of `batch` (input_ids, attention_mask), as token ids:
+    up to max_new_tokens, ending after EOS or once `stopped(tokens)` says so. What `model.generate` does
+    greedily, except that a finished row leaves the batch (and the KV cache) at once, so the rest run on
+    fewer rows: a batch costs what its rows need, not its longest row times its size."""
+    import torch
+
+    dev = model.device
+    eos = set(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id])
+    mask = batch["attention_mask"].to(dev)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache_arg = _cache_arg(model)
+    out = model(input_ids=batch["input_ids"].to(dev), attention_mask=mask, position_ids=pos, use_cache=True,
+                logits_to_keep=1)
+    cache, pos = getattr(out, cache_arg), pos[:, -1:]
+    rows = list(range(mask.shape[0]))  # the batch's rows still generating, by their place in `batch`
+    tokens = [[] for _ in rows]
+    for step in range(max_new_tokens):
+        nxt = out.logits[:, -1].argmax(-1)
+        keep = []
+        for i, (row, token) in enumerate(zip(rows, nxt.tolist())):
+            tokens[row].append(token)
+            if token not in eos and not (stopped and stopped(tokens[row])):
+                keep.append(i)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(rows):
+            index = torch.tensor(keep, device=dev)
+            cache.batch_select_indices(index)
+            rows, nxt, mask, pos = [rows[i] for i in keep], nxt[index], mask[index], pos[index]
+        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], -1)
+        pos = pos + 1
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
+                    **{cache_arg: cache})
+        cache = getattr(out, cache_arg)
+    return tokens
+
+
+def _cache_arg(model) -> str:
+    """The name of the forward's KV-cache argument: transformers renamed `past_key_values` to `cache` (the old
+    name goes in 5.40)."""
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
 
 
 def cut_at_stop(text: str, stop) -> str:

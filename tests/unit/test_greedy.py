@@ -1,0 +1,61 @@
+"""`student.greedy` (finished rows leave the batch) against transformers' own greedy `generate`, on a tiny
+randomly initialised Llama: the same tokens for every row of a left-padded batch whose rows end at different steps."""
+import pytest
+import torch
+
+from llm2llm import student
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def left_padded(rows: list[list[int]]) -> dict:
+    width = max(map(len, rows))
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row):] = torch.tensor(row)
+        mask[r, width - len(row):] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def hf_greedy(model, batch, max_new_tokens, eos):
+    with torch.inference_mode():
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0,
+                             eos_token_id=eos)
+    rows = []
+    for row in out[:, batch["input_ids"].shape[1]:].tolist():
+        rows.append(row[:row.index(eos) + 1] if eos in row else row)
+    return rows
+
+
+PROMPTS = [[5, 9, 13], [7, 3, 22, 31, 8, 2, 17], [11], [4, 4, 29, 30, 6], [38, 1, 25, 19]]
+
+
+def test_greedy_equals_generate_with_rows_ending_at_different_steps(tiny):
+    batch = left_padded(PROMPTS)
+    free = hf_greedy(tiny, batch, 12, eos=-1)  # no EOS: 12 tokens each; then the commonest token as EOS
+    eos = max(range(40), key=lambda t: sum(row.count(t) for row in free))
+    want = hf_greedy(tiny, batch, 12, eos)
+    assert len({len(row) for row in want}) > 1, "the rows should end at different steps"
+    with torch.inference_mode():
+        got = student.greedy(tiny, batch, 12, eos)
+    assert got == want
+
+
+def test_a_stop_callback_ends_a_row_there(tiny):
+    batch = left_padded(PROMPTS)
+    free = hf_greedy(tiny, batch, 10, eos=-1)
+    with torch.inference_mode():
+        got = student.greedy(tiny, batch, 10, eos_token_id=[-1], stopped=lambda tokens: len(tokens) >= 2 and tokens[-1] % 3 == 0)
+    assert any(len(g) < 10 for g in got)
+    for g, f in zip(got, free):  # a row ends at its first token (after the first) divisible by 3
+        cut = next((j + 1 for j in range(1, len(f)) if f[j] % 3 == 0), len(f))
+        assert g == f[:cut]
