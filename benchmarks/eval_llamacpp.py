@@ -8,8 +8,8 @@ briefly LoRA-fine-tuned on --train GSM8K problems, then the same --prompts test 
 slots; the adapter's conversion and the server's start are inside the timed part), and a third time with
 `model.generate` over the same batches (a finished row stays in its batch until the last one ends: llm2llm's way
 before its own greedy loop). Printed: each side's time, the ratios, how many answers (the parsed number) and
-texts agree, and each side's accuracy. Each side runs once, transformers' batched generate first, then ours,
-then llama.cpp; the machine should be otherwise idle.
+texts agree, and each side's accuracy. Each side runs once (the transformers ones after an untimed warm-up on two
+prompts), transformers' batched generate first, then ours, then llama.cpp; the machine should be otherwise idle.
 
     python benchmarks/eval_llamacpp.py [--train 16] [--prompts 48] [--slots 8]
 """
@@ -53,6 +53,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model, stats = student.train(base, tok, student.training_rows(task, seed), cfg.student, Path(tmp))
         prompts = student.shorten(tok, [task.student_prompt(ex) for ex in test], cfg.student.max_length)
+        generate_batched(model, tok, prompts[:2], 8, args.batch)  # warm-up, untimed: both transformers arms
+        student.generate(model, tok, prompts[:2], 8, args.batch, "warm-up")
         t0 = time.time()
         peer = generate_batched(model, tok, prompts, args.max_new_tokens, args.batch)
         t_gen = time.time() - t0

@@ -49,7 +49,7 @@ def one_at_a_time(model, tok, prompts: list[str], max_new_tokens: int) -> list[s
     out = []
     with torch.inference_mode():
         for prompt in prompts:
-            batch = tok(prompt, return_tensors="pt", add_special_tokens=False)
+            batch = tok(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
             ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
                                  top_p=None, top_k=None, pad_token_id=tok.pad_token_id,
                                  eos_token_id=tok.eos_token_id)
@@ -68,7 +68,8 @@ def generate_batched(model, tok, prompts: list[str], max_new_tokens: int, batch_
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            batch = tok([prompts[k] for k in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = tok([prompts[k] for k in chunk], return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(model.device)
             ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
                                  top_p=None, top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
             for row, k in enumerate(chunk):

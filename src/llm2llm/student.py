@@ -462,7 +462,8 @@ def greedy(model, batch, max_new_tokens: int, eos_token_id, stopped=None) -> lis
     """The greedy continuation of each left-padded row of `batch` (input_ids, attention_mask), as token ids:
     up to max_new_tokens, ending after EOS or once `stopped(tokens)` says so. What `model.generate` does
     greedily, except that a finished row leaves the batch (and the KV cache) at once, so the rest run on
-    fewer rows: a batch costs what its rows need, not its longest row times its size."""
+    fewer rows: a batch costs what its rows need, not its longest row times its size. Plain argmax, as
+    vLLM and llama.cpp are asked for: a model's own generation_config (a repetition penalty) is not applied."""
     import torch
 
     dev = model.device
@@ -470,30 +471,42 @@ def greedy(model, batch, max_new_tokens: int, eos_token_id, stopped=None) -> lis
     mask = batch["attention_mask"].to(dev)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     cache_arg = _cache_arg(model)
-    out = model(input_ids=batch["input_ids"].to(dev), attention_mask=mask, position_ids=pos, use_cache=True,
-                logits_to_keep=1)
-    cache, pos = getattr(out, cache_arg), pos[:, -1:]
-    rows = list(range(mask.shape[0]))  # the batch's rows still generating, by their place in `batch`
-    tokens = [[] for _ in rows]
-    for step in range(max_new_tokens):
-        nxt = out.logits[:, -1].argmax(-1)
-        keep = []
-        for i, (row, token) in enumerate(zip(rows, nxt.tolist())):
-            tokens[row].append(token)
-            if token not in eos and not (stopped and stopped(tokens[row])):
-                keep.append(i)
-        if not keep or step == max_new_tokens - 1:
-            break
-        if len(keep) < len(rows):
-            index = torch.tensor(keep, device=dev)
-            cache.batch_select_indices(index)
-            rows, nxt, mask, pos = [rows[i] for i in keep], nxt[index], mask[index], pos[index]
-        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], -1)
-        pos = pos + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
-                    **{cache_arg: cache})
-        cache = getattr(out, cache_arg)
+    with torch.inference_mode():
+        out = model(input_ids=batch["input_ids"].to(dev), attention_mask=mask, position_ids=pos, use_cache=True,
+                    logits_to_keep=1)
+        cache, pos = getattr(out, cache_arg), pos[:, -1:]
+        droppable = _rows_can_leave(cache)
+        rows = list(range(mask.shape[0]))  # the batch's rows, by their place in `batch`
+        tokens, done = [[] for _ in rows], [False] * len(rows)
+        for step in range(max_new_tokens):
+            nxt = out.logits[:, -1].argmax(-1)
+            for row, token in zip(rows, nxt.tolist()):
+                if not done[row]:
+                    tokens[row].append(token)
+                    done[row] = token in eos or bool(stopped and stopped(tokens[row]))
+            if all(done) or step == max_new_tokens - 1:
+                break
+            keep = [i for i, row in enumerate(rows) if not done[row]]
+            if droppable and len(keep) < len(rows):
+                index = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(index)
+                rows, nxt, mask, pos = [rows[i] for i in keep], nxt[index], mask[index], pos[index]
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], -1)
+            pos = pos + 1
+            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
+                        **{cache_arg: cache})
+            cache = getattr(out, cache_arg)
     return tokens
+
+
+def _rows_can_leave(cache) -> bool:
+    """Whether rows can be dropped from this KV cache: true of transformers' growing key/value layers (full or
+    sliding-window attention); not of static, quantised or recurrent-state (linear attention, SSM) caches, where
+    a finished row stays in its batch, computed and ignored, as in `model.generate`."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers)
 
 
 def _cache_arg(model) -> str:

@@ -39,7 +39,12 @@ def hf_greedy(model, batch, max_new_tokens, eos):
 PROMPTS = [[5, 9, 13], [7, 3, 22, 31, 8, 2, 17], [11], [4, 4, 29, 30, 6], [38, 1, 25, 19]]
 
 
-def test_greedy_equals_generate_with_rows_ending_at_different_steps(tiny):
+@pytest.mark.parametrize("rows_leave", [True, False])
+def test_greedy_equals_generate_with_rows_ending_at_different_steps(tiny, rows_leave, monkeypatch):
+    """Rows leave the batch (transformers' dynamic cache), or, with a cache they cannot leave, stay in it."""
+    calls = []
+    real = student._rows_can_leave
+    monkeypatch.setattr(student, "_rows_can_leave", lambda cache: calls.append(real(cache)) or rows_leave)
     batch = left_padded(PROMPTS)
     free = hf_greedy(tiny, batch, 12, eos=-1)  # no EOS: 12 tokens each; then the commonest token as EOS
     eos = max(range(40), key=lambda t: sum(row.count(t) for row in free))
@@ -48,6 +53,13 @@ def test_greedy_equals_generate_with_rows_ending_at_different_steps(tiny):
     with torch.inference_mode():
         got = student.greedy(tiny, batch, 12, eos)
     assert got == want
+    assert calls == [True]  # the tiny Llama's own cache lets rows leave
+
+
+def test_one_token_and_no_eos(tiny):
+    batch = left_padded(PROMPTS[:1])
+    with torch.inference_mode():
+        assert student.greedy(tiny, batch, 1, None) == [hf_greedy(tiny, batch, 1, eos=-1)[0]]
 
 
 def test_a_stop_callback_ends_a_row_there(tiny):
