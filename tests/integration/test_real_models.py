@@ -66,6 +66,18 @@ def test_batched_generation_equals_per_example_generate(smol):
     stopped = student.generate(model, tok, prompts, max_new_tokens=20, batch_size=5, stop=stop)
     assert stopped == [student.cut_at_stop(r, stop) for r in reference]
     assert any(s != r for s, r in zip(stopped, reference)) and not any("\n" in s for s in stopped)
+    # and a stop string ends the loop, not just the text: with every answer's first space or line break within
+    # its first 15 characters (so tokens), or an answer that is only EOS, the loop makes at most 15 of its 20
+    # forward passes
+    early = [" ", "\n"]
+    assert all(not r or any(s in r[:15] for s in early) for r in reference), reference
+    steps = []
+    hook = model.register_forward_hook(lambda *args: steps.append(1))
+    try:
+        cut = student.generate(model, tok, prompts, max_new_tokens=20, batch_size=5, stop=early)
+    finally:
+        hook.remove()
+    assert cut == [student.cut_at_stop(r, early) for r in reference] and len(steps) <= 15, len(steps)
 
 
 def test_padding_free_training_matches_padded_batches(smol, tmp_path):
