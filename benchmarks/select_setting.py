@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 from llm2llm import UserError, fail  # noqa: E402
-from llm2llm.config import FREE_FIELDS, load_config, portable  # noqa: E402
-from llm2llm.store import RunStore, atomic_write, config_differences, read_record  # noqa: E402
+from llm2llm.config import changed_fields, load_config, portable  # noqa: E402
+from llm2llm.store import RunStore, atomic_write, read_record  # noqa: E402
 
 LINEAGE = ("origin", "parent_id", "iteration", "teacher_model")
 
@@ -73,7 +73,7 @@ def candidate(config: Path, overrides: list[str], setting: dict, seed: int, pool
     kept_path, identity = args.out / "candidates.json", portable(cfg)
     kept = read_record(kept_path) if kept_path.exists() else {}
     if name in kept:
-        diff = config_differences(kept[name]["config"], identity, FREE_FIELDS)
+        diff = changed_fields(kept[name]["config"], identity)
         if diff:
             raise UserError(f"{kept_path}: {name} was run with a different config ({', '.join(diff)}); "
                             "use another --out")

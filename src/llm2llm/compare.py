@@ -19,9 +19,9 @@ from pathlib import Path
 from rich.console import Console
 
 from . import UserError
-from .config import FREE_FIELDS, load_config, portable
+from .config import changed_fields, load_config, portable
 from .filters import category
-from .store import RunStore, atomic_write, config_differences, read_record
+from .store import RunStore, atomic_write, read_record
 from .tasks import make_task
 
 ARMS = ("plain", "llm2llm", "random")
@@ -58,7 +58,7 @@ def compare_once(config: Path, overrides: list[str], out: Path, console: Console
 
 def check_config(path: Path, kept: dict, cfg: dict) -> None:
     """A one-line error where a record on disk was made with another config (as a run dir's is)."""
-    diff = config_differences(kept.get("config", {}), cfg, FREE_FIELDS)
+    diff = changed_fields(kept.get("config", {}), cfg)
     if diff:
         raise UserError(f"{path}: holds a seed sample run with a different config ({', '.join(diff)}); "
                         "use another output dir")

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import UserError
+from .store import config_differences
 
 
 def _types(annotation) -> set:
@@ -76,6 +77,9 @@ class TaskConfig(Strict):
     teacher_template: str | None = None
     max_new_tokens: int = Field(256, gt=0)  # generative tasks (math, exact)
     stop: list[str] | None = None  # generative tasks: the answer ends at the first of these (and at EOS)
+    # choice tasks: where a new example's correct option goes: where the teacher wrote it, or at its parent's
+    # position (the parent's label, as a new classification example keeps its parent's); two options are swapped
+    answer_position: Literal["as_written", "parent"] = "as_written"
 
     @field_validator("prompt_template", "target_template", "teacher_template")
     @classmethod
@@ -100,6 +104,8 @@ class TaskConfig(Strict):
             raise ValueError("a custom task needs 'checker' (label, number, choice or exact)")
         if self.type == "custom" and not self.prompt_template:
             raise ValueError("a custom task needs 'prompt_template'")
+        if self.answer_position != "as_written" and "choice" not in (self.type, self.checker):
+            raise ValueError("'answer_position' is for choice tasks")
         return self
 
 
@@ -260,6 +266,45 @@ class RunConfig(Strict):
             raise ValueError("student.accelerate_args trains from the base model each iteration: "
                              "it needs loop.from_scratch: true")
         return self
+
+
+def changed_fields(old: dict, new: dict) -> list[str]:
+    """The dotted names of the fields in which a recorded config (a run dir's, a seed sample's record) and this one
+    differ in what a run produces. FREE_FIELDS may differ; so may a field that the record lacks (it was written
+    before the field existed) where this config leaves it at its default: a new field's default is the old way."""
+    return [name for name in config_differences(old, new, FREE_FIELDS)
+            if not (_lacks(old, name) and _at(new, name) == _default(name))]
+
+
+_NO_DEFAULT = object()
+
+
+def _lacks(tree: dict, dotted: str) -> bool:
+    for key in dotted.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return True
+        tree = tree[key]
+    return False
+
+
+def _at(tree: dict, dotted: str):
+    for key in dotted.split("."):
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+def _default(dotted: str):
+    """The default of a RunConfig field named by its dotted name (as JSON), or _NO_DEFAULT."""
+    model, spec = RunConfig, None
+    for key in dotted.split("."):
+        spec = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if spec is None:
+            return _NO_DEFAULT
+        model = spec.annotation
+    if spec.is_required():
+        return _NO_DEFAULT
+    value = spec.get_default(call_default_factory=True)
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 def _set_dotted(tree: dict, item: str) -> None:

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from . import augment, data, filters, judge as judges, llamacpp_student, student, vllm_student
 from .augment import spending, teacher_requests, teacher_stage  # noqa: F401 (benchmarks and tests use them here)
-from .config import FREE_FIELDS, RunConfig
+from .config import RunConfig, changed_fields
 from .records import MetricsRow, status
 from .store import RunStore
 from .tasks import Task, make_task
@@ -63,7 +63,7 @@ def build(cfg: RunConfig, store: RunStore, console: Console | None = None, basel
         llamacpp_student.check(cfg.student, task)
     remote = make_backend(cfg.teacher) if cfg.teacher.backend != "local" else None
     judge = judges.make_judge(cfg.filters.judge, cfg.filters.judge_model, task, seed)
-    store.open(cfg.model_dump(mode="json"), free_fields=FREE_FIELDS)
+    store.open(cfg.model_dump(mode="json"), changed_fields)
     if baseline is not None:
         from .compare import take_iteration_zero
 

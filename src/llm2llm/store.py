@@ -114,10 +114,11 @@ class RunStore:
         return self.root / "cache.sqlite"
 
     # -- start ------------------------------------------------------------------------------
-    def open(self, config: dict, free_fields: tuple[str, ...] = ()) -> bool:
+    def open(self, config: dict, changed=config_differences) -> bool:
         """Create the run dir, or reopen one made with an equal config; True when reopened.
 
-        Fields in free_fields (dotted names or prefixes) do not change results and may differ.
+        `changed(old, new)`: the fields in which the run dir's config and this one differ in what they produce
+        (config.changed_fields: some fields may differ).
         """
         snapshot = self.root / "config.yaml"
         if self.root.exists() and not self.root.is_dir():
@@ -128,7 +129,7 @@ class RunStore:
             except (yaml.YAMLError, UnicodeDecodeError) as err:
                 raise UserError(f"{snapshot}: damaged, not a readable config ({str(err).splitlines()[0]}); "
                                 "use another output dir") from None
-            diff = config_differences(old, config, free_fields)
+            diff = changed(old, config)
             if diff:
                 raise UserError(f"{self.root}: holds a run with a different config ({', '.join(diff)}); "
                                 "use another output dir")

@@ -506,6 +506,18 @@ class ChoiceTask(Task):
             return Reject(f"expected {want} options, got {len(got)}", new)
         return new
 
+    def _checked(self, new: dict, parent: Example) -> dict | Reject:
+        new = super()._checked(new, parent)
+        if isinstance(new, Reject) or self.cfg.answer_position == "as_written":
+            return new
+        return self.answer_at(new, parent[self.output_field])
+
+    def answer_at(self, ex: dict, position: int) -> dict:
+        """The example with its correct option swapped into `position` (the option there takes its old place)."""
+        options, right = list(ex[self.choices_field]), ex[self.output_field]
+        options[right], options[position] = options[position], options[right]
+        return {**ex, self.choices_field: options, self.output_field: position}
+
     def parse_text(self, text: str, parent: Example) -> dict | Reject:
         context = re.search(r"context\s*:\s*(.+?)\n\s*0\s*[:.)]", text, re.IGNORECASE | re.DOTALL)
         options = re.findall(r"^\s*(\d+)\s*[:.)]\s*(.+?)\s*$", text, re.MULTILINE)

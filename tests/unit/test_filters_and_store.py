@@ -83,6 +83,23 @@ def test_synthetic_ids_come_from_content():
     assert a == synthetic_id({"label": "y", "text": "x"}, "p") and a != synthetic_id({"text": "x", "label": "y"}, "q")
 
 
+def test_a_field_added_later_at_its_default_is_no_change(tmp_path):
+    from llm2llm.config import build_config, changed_fields
+
+    cfg = build_config({"task": {"type": "choice"}, "data": {"train": "t.jsonl", "test": "u.jsonl"}}).model_dump(mode="json")
+    recorded = {**cfg, "task": {k: v for k, v in cfg["task"].items() if k != "answer_position"}}  # written before it
+    assert changed_fields(recorded, cfg) == []
+    assert changed_fields(recorded, {**cfg, "task": {**cfg["task"], "answer_position": "parent"}}) == [
+        "task.answer_position"]
+    assert changed_fields(cfg, {**cfg, "teacher": {**cfg["teacher"], "concurrency": 3}}) == []  # a free field
+    assert changed_fields(cfg, {**cfg, "student": {**cfg["student"], "lr": 1.0}}) == ["student.lr"]
+    store = RunStore(tmp_path / "run")
+    store.open(recorded, changed_fields)
+    assert RunStore(tmp_path / "run").open(cfg, changed_fields) is True
+    with pytest.raises(UserError, match=r"different config \(task.answer_position\)"):
+        RunStore(tmp_path / "run").open({**cfg, "task": {**cfg["task"], "answer_position": "parent"}}, changed_fields)
+
+
 def test_store_roundtrip_and_config_guard(tmp_path):
     store = RunStore(tmp_path / "run")
     assert store.open({"a": 1, "b": {"c": 2}}) is False

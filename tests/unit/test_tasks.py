@@ -119,6 +119,23 @@ def test_choice_task():
         "field 'label' must be an option index from 0 to 2")
 
 
+def test_choice_answer_at_the_parents_position():
+    parent = {"id": "p", "context": "The court held <HOLDING>.", "endings": ["a", "b", "c"], "label": 2}
+    reply = '{"examples": [{"context": "A new case.", "endings": ["right", "x", "y"], "label": 0}]}'
+    as_written = make_task(TaskConfig(type="choice"))
+    assert as_written.parse(reply, parent) == [{"context": "A new case.", "endings": ["right", "x", "y"], "label": 0}]
+    moved = make_task(TaskConfig(type="choice", answer_position="parent"))
+    assert moved.parse(reply, parent) == [{"context": "A new case.", "endings": ["y", "x", "right"], "label": 2}]
+    # already there: unchanged; a reply the checks reject stays rejected (its label is not moved into range)
+    assert moved.parse(reply.replace('"label": 0', '"label": 2'), parent)[0]["endings"] == ["right", "x", "y"]
+    assert moved.parse(reply.replace('"label": 0', '"label": 5'), parent)[0].reason == (
+        "field 'label' must be an option index from 0 to 2")
+    with pytest.raises(ValueError, match="'answer_position' is for choice tasks"):
+        TaskConfig(type="classification", answer_position="parent")
+    custom = TaskConfig(type="custom", checker="choice", prompt_template="{context}", answer_position="parent")
+    assert make_task(custom).parse(reply, parent)[0]["label"] == 2
+
+
 def test_custom_exact_task():
     cfg = TaskConfig(type="custom", checker="exact", input_field="word", output_field="plural",
                      prompt_template="Plural of {word}:", description="plurals")
