@@ -124,6 +124,9 @@ def effect(config: Path = typer.Argument(..., help="YAML run config"),
            seeds: str = typer.Option("0,1,2", "--seeds", help="sampling seeds, comma-separated"),
            set_: list[str] = typer.Option([], "--set", help="override a config field: key.sub=value"),
            out: Path = typer.Option(Path("runs/effect"), "--out", help="folder for the runs"),
+           reuse: Optional[Path] = typer.Option(None, "--reuse", help="another effect folder whose seed samples "
+                                                "share this study's iteration 0 (a variant of the teacher stages): "
+                                                "its iteration 0 and teacher replies are taken, not made again"),
            verbose: bool = VERBOSE):
     """`compare` over several seed samples: mean and spread of test accuracy for plain fine-tuning, LLM2LLM
     and random augmentation, and LLM2LLM's gain; written to OUT/effect.md and OUT/effect.json."""
@@ -137,7 +140,9 @@ def effect(config: Path = typer.Argument(..., help="YAML run config"),
             raise UserError(f"--seeds {seeds}: expected comma-separated integers") from None
         if not chosen:
             raise UserError("--seeds: give at least one sampling seed")
-        summary = measure(config, set_, chosen, out, console, _execute)
+        if reuse is not None and not reuse.is_dir():
+            raise UserError(f"--reuse {reuse}: no such folder")
+        summary = measure(config, set_, chosen, out, console, _execute, reuse)
         console.print(markdown(summary, config.name))
         console.print(f"written: {out / 'effect.md'}")
 

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 
 from . import UserError
@@ -23,14 +24,17 @@ from .config import changed_fields, load_config, portable
 from .filters import category
 from .store import RunStore, atomic_write, read_record
 from .tasks import make_task
+from .teacher.cache import copy_cache
 
 ARMS = ("plain", "llm2llm", "random")
 PAIRS = (("llm2llm", "plain"), ("llm2llm", "random"), ("random", "plain"))  # paired differences: a - b per seed
 NAMES = {"plain": "plain", "llm2llm": "LLM2LLM", "random": "random"}
 
 
-def compare_once(config: Path, overrides: list[str], out: Path, console: Console, execute, task=None) -> dict:
+def compare_once(config: Path, overrides: list[str], out: Path, console: Console, execute, task=None,
+                 reuse: Path | None = None) -> dict:
     """Run both arms into out/llm2llm and out/random; their metrics rows and (given the task) arm_details.
+    `reuse`: the same seed sample of another study that shares iteration 0 (see `reused`).
 
     A finished LLM2LLM arm leaves out/llm2llm.json (its rows, arm_details and iteration 0's predictions: numbers and
     labels, no data text), so the random arm can run on another machine, after the run dir is gone, and still take
@@ -43,7 +47,7 @@ def compare_once(config: Path, overrides: list[str], out: Path, console: Console
         check_config(record_path, kept, portable(cfg))
         ours, ours_details, zero = kept["metrics"], kept["details"], kept.get("iteration_0")
     else:
-        execute(cfg, out / "llm2llm")
+        execute(cfg, out / "llm2llm", baseline=reused(reuse, cfg, "llm2llm"))
         ours = RunStore(out / "llm2llm").metrics()
         ours_details = arm_details(RunStore(out / "llm2llm"), task) if task else []
         zero = iteration_zero_record(RunStore(out / "llm2llm"), cfg.task)
@@ -51,7 +55,8 @@ def compare_once(config: Path, overrides: list[str], out: Path, console: Console
                                               "iteration_0": zero}, indent=1) + "\n")
     counts = ",".join(str(m["calls"] // cfg.teacher.samples_per_example) for m in ours[:-1])
     rand = load_config(config, [*overrides, "loop.augment=random", f"loop.random_counts=[{counts}]"])
-    execute(rand, out / "random", baseline=Baseline(RunStore(out / "llm2llm"), zero))
+    cache = reuse / "random" / "cache.sqlite" if reuse else None
+    execute(rand, out / "random", baseline=Baseline(RunStore(out / "llm2llm"), zero, cache))
     return {"runs": {"llm2llm": ours, "random": RunStore(out / "random").metrics()},
             "details": {"llm2llm": ours_details, "random": arm_details(RunStore(out / "random"), task) if task else []}}
 
@@ -69,9 +74,40 @@ PREDICTIONS = ("pred_seed", "pred_test")
 
 @dataclass
 class Baseline:
-    """Where the random arm takes iteration 0 from: the LLM2LLM run dir, else the predictions its record keeps."""
+    """Where a run takes iteration 0 from (the random arm: the LLM2LLM run dir, else the predictions its record
+    keeps), and a teacher cache whose replies it starts with (--reuse: the other study's arm's)."""
     run: RunStore
     record: dict | None = None
+    cache: Path | None = None
+
+
+# what iteration 0 is made of (the seed, the student, its prompts, the judge chosen on the seed): a study that
+# reuses another's iteration 0 must have these as it has; task.answer_position changes only the teacher's additions
+ITERATION_ZERO = ("data", "student", "task", "filters.judge", "filters.judge_probe", "filters.judge_model")
+
+
+def reused(other: Path | None, cfg, arm: str) -> Baseline | None:
+    """`effect --reuse OTHER`: the same seed sample of another study whose iteration 0 is this one's (a variant that
+    changes only the teacher stages, e.g. task.answer_position): its LLM2LLM arm's iteration 0 (run dir, or the
+    predictions its record keeps) and this arm's teacher cache there, so the same model is not trained again and no
+    teacher request is paid twice (the calls' tokens still count in this run's rows, as cached calls do)."""
+    if other is None:
+        return None
+    record_path, run = other / "llm2llm.json", RunStore(other / "llm2llm")
+    if record_path.exists():
+        record = read_record(record_path)
+        kept, now = record.get("config", {}), portable(cfg)
+    elif (run.root / "config.yaml").exists():
+        record, now = {}, cfg.model_dump(mode="json")
+        kept = yaml.safe_load((run.root / "config.yaml").read_text(encoding="utf-8"))
+    else:
+        raise UserError(f"{other}: no LLM2LLM arm to reuse (neither llm2llm.json nor llm2llm/config.yaml)")
+    differ = [d for d in changed_fields(kept, now)
+              if d.startswith(ITERATION_ZERO) and d != "task.answer_position"]
+    if differ:
+        raise UserError(f"{other}: its iteration 0 is not this study's ({', '.join(differ)} differ); "
+                        "--reuse takes a study that differs only after iteration 0")
+    return Baseline(run, record.get("iteration_0"), other / arm / "cache.sqlite")
 
 
 def iteration_zero_record(store: RunStore, task_cfg) -> dict | None:
@@ -97,6 +133,8 @@ def take_iteration_zero(store: RunStore, baseline: Baseline, seed: list[dict], s
     and the teacher judge's probe of the seed (a few minutes) is not asked again."""
     ids = [r["id"] for r in seed]
     run, record = baseline.run, baseline.record
+    if baseline.cache is not None and baseline.cache.exists() and not store.cache_path.exists():
+        copy_cache(baseline.cache, store.cache_path)
     if run.has(0, "pred_test.jsonl") and [r["id"] for r in run.read_jsonl(0, "train.jsonl")] == ids:
         rows = {name: run.read_jsonl(0, f"{name}.jsonl") for name in ("train", *PREDICTIONS)}
         judges = run.read_json(0, "judges.json") if run.has(0, "judges.json") else None
@@ -298,7 +336,8 @@ def distribution_lines(summary: dict) -> list[str]:
     return lines
 
 
-def seed_sample(config: Path, overrides: list[str], out: Path, console: Console, execute, task) -> dict:
+def seed_sample(config: Path, overrides: list[str], out: Path, console: Console, execute, task,
+                reuse: Path | None = None) -> dict:
     """Both arms on one seed sample (into out/llm2llm and out/random): their metrics rows, arm_details and seconds.
 
     When both are done these figures (numbers and labels, none of the data's text) are written to out/summary.json
@@ -311,21 +350,23 @@ def seed_sample(config: Path, overrides: list[str], out: Path, console: Console,
         check_config(path, kept, cfg)
         return kept
     t0 = time.time()
-    done = compare_once(config, overrides, out, console, execute, task)
+    done = compare_once(config, overrides, out, console, execute, task, reuse)
     record = {"config": cfg, "runs": done["runs"], "seconds": time.time() - t0, "details": done["details"]}
     atomic_write(path, json.dumps(record, indent=1) + "\n")
     return record
 
 
-def effect(config: Path, overrides: list[str], seeds: list[int], out: Path, console: Console, execute) -> dict:
+def effect(config: Path, overrides: list[str], seeds: list[int], out: Path, console: Console, execute,
+           reuse: Path | None = None) -> dict:
     """Both arms on each sampling seed (the student's training seed follows it) into out/seed_N (seed_sample);
-    the summary is written to out/effect.json and out/effect.md."""
+    the summary is written to out/effect.json and out/effect.md. `reuse`: another study's folder whose seed
+    samples share this one's iteration 0 (`reused`)."""
     runs, seconds, details = {}, {}, {}
     task = make_task(load_config(config, overrides).task)  # only its fields and type: for kind_of
     for seed in seeds:
         console.rule(f"seed sample {seed}")
         done = seed_sample(config, [*overrides, f"data.sampling_seed={seed}", f"student.seed={seed}"],
-                           out / f"seed_{seed}", console, execute, task)
+                           out / f"seed_{seed}", console, execute, task, reuse and reuse / f"seed_{seed}")
         runs[seed], seconds[seed], details[seed] = done["runs"], done["seconds"], done["details"]
     summary = summarise(runs, seconds, details)
     atomic_write(out / "effect.json", json.dumps(summary, indent=1) + "\n")

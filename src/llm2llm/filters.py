@@ -43,7 +43,9 @@ class NearDuplicates:
 
     def __init__(self, threshold: float):
         self.threshold = threshold
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+        # datasketch finds no banding for thresholds near 1 (0.99: "too few bands"): above 0.9 the index gathers the
+        # candidates at 0.9, and the Jaccard check below keeps only those at the threshold
+        self.lsh = MinHashLSH(threshold=min(threshold, 0.9), num_perm=NUM_PERM)
         self.exact: set[str] = set()
         self.hashes: dict[str, MinHash] = {}
 

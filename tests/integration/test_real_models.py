@@ -225,6 +225,30 @@ def test_compare_runs_both_arms_on_the_same_budget(tmp_path, intent_files):
         assert name in result.output
 
 
+def test_a_variant_study_reuses_the_first_ones_iteration_zero_and_teacher_replies(tmp_path, intent_files):
+    """`effect --reuse`: a variant that changes only what comes after iteration 0 (here a filter) trains no
+    iteration 0, asks the judge's probe of the seed again nowhere, and pays no teacher call of iteration 0 again:
+    each arm's replies come from the first study's cache, and its iteration 0 figures are the first study's."""
+    path = tiny_config(tmp_path, intent_files)
+    first = CliRunner().invoke(app, ["effect", str(path), "--seeds", "0", "--out", str(tmp_path / "first")])
+    assert first.exit_code == 0, first.output
+    variant = CliRunner().invoke(app, ["effect", str(path), "--seeds", "0", "--out", str(tmp_path / "variant"),
+                                       "--set", "filters.near_duplicate_threshold=0.99",
+                                       "--reuse", str(tmp_path / "first")])
+    assert variant.exit_code == 0, variant.output
+    assert "iteration 0: training on" not in variant.output and variant.output.count("iteration 1: training on") == 2
+    assert "agreement with the seed's own labels" not in variant.output
+    for arm in ("llm2llm", "random"):
+        runs = [[json.loads(x) for x in (tmp_path / study / "seed_0" / arm / "metrics.jsonl").read_text().splitlines()]
+                for study in ("first", "variant")]
+        assert runs[0][0]["test_accuracy"] == runs[1][0]["test_accuracy"] and runs[1][0]["calls"] > 0
+        stats = json.loads((tmp_path / "variant" / "seed_0" / arm / "iter_000" / "teacher_stats.json").read_text())
+        assert stats["made"] == 0 and stats["cached"] == runs[1][0]["calls"], stats
+    again = CliRunner().invoke(app, ["effect", str(path), "--seeds", "0", "--out", str(tmp_path / "other"),
+                                     "--set", "student.lr=0.01", "--reuse", str(tmp_path / "first")])
+    assert again.exit_code == 2 and "student.lr differ" in again.output
+
+
 def test_local_teacher_generates_only_json_that_the_schema_allows(smol):
     """The in-process teacher is constrained to the task's schema (llguidance): a reply that was not cut off
     at max_tokens is exactly one JSON object of that shape, with no preamble."""

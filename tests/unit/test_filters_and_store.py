@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from llm2llm import UserError
@@ -76,6 +78,11 @@ def test_ngrams_and_near_duplicate_index():
     assert index.match("Book a table for two at the Italian place tonight") == "duplicate of an existing example"
     assert index.match("book a table for two at the italian place tonight!!") == "near-duplicate of an existing example"
     assert index.match("what is the weather in oslo") is None
+    strict = NearDuplicates(0.99)  # near 1 datasketch has no banding of its own: the candidates come at 0.9
+    strict.add("book a table for two at the italian place tonight")
+    assert strict.match("book a table for two at the italian place tonight!!") is None
+    assert strict.match("Book a table for two at the Italian place tonight") == "duplicate of an existing example"
+    assert NearDuplicates(1.0).match("anything") is None
 
 
 def test_synthetic_ids_come_from_content():
@@ -249,3 +256,43 @@ def test_an_iterations_clock_survives_a_resume_and_a_finished_iteration_is_not_t
     with loop.Clock(store, 0).timed("eval_s"):  # a later resume passes the finished iteration: nothing changes
         pass
     assert store.read_json(0, "clock.json") == {"train_s": 32.5}
+
+
+def test_a_variant_study_reuses_another_ones_iteration_zero_and_teacher_replies(tmp_path):
+    """`effect --reuse OTHER`: a study that differs only after iteration 0 (here task.answer_position) takes
+    OTHER's iteration 0 and starts each arm with that arm's teacher cache there; any difference in what iteration 0
+    is made of is a one-line error naming the fields."""
+    from llm2llm.compare import reused, take_iteration_zero
+    from llm2llm.config import load_config, portable
+    from llm2llm.teacher import Cache
+
+    rows = [{"id": str(i), "context": f"case {i} <HOLDING>", "endings": ["a", "b"], "label": i % 2} for i in range(6)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "c.yaml").write_text(f"task: {{type: choice}}\ndata: {{train: {tmp_path / 'train.jsonl'}, "
+                                     "test_size: 2, seed_size: 4}\n")
+    base = load_config(tmp_path / "c.yaml")
+    other = tmp_path / "base" / "seed_0"
+    done = RunStore(other / "llm2llm")
+    seed = [{"id": "a", "context": "x", "endings": ["p", "q"], "label": 0}]
+    done.open(base.model_dump(mode="json"))
+    for name, kept in (("train.jsonl", seed), ("pred_seed.jsonl", [{"id": "a"}]), ("pred_test.jsonl", [{"id": "t"}])):
+        done.write_jsonl(0, name, kept)
+    (other / "llm2llm.json").write_text(json.dumps({"config": portable(base), "iteration_0": {"train_ids": ["a"]}}))
+    (other / "random").mkdir()
+    replies = Cache(other / "random" / "cache.sqlite")
+    replies.put("k", {"text": "a reply"})  # left in the write-ahead log, as a running study leaves it
+    variant = load_config(tmp_path / "c.yaml", ["task.answer_position=parent", "loop.iterations=5"])
+    baseline = reused(other, variant, "random")
+    assert baseline.record == {"train_ids": ["a"]} and baseline.cache == other / "random" / "cache.sqlite"
+    arm = RunStore(tmp_path / "variant" / "seed_0" / "random")
+    arm.open(variant.model_dump(mode="json"))
+    take_iteration_zero(arm, baseline, seed)
+    assert arm.read_jsonl(0, "pred_test.jsonl") == [{"id": "t"}]
+    assert Cache(arm.cache_path).get("k") == {"text": "a reply"}
+    replies.close()
+    with pytest.raises(UserError, match=r"not this study's \(student.lr differ\)"):
+        reused(other, load_config(tmp_path / "c.yaml", ["student.lr=0.1"]), "random")
+    (other / "llm2llm.json").unlink()  # the record gone: the run dir's config is compared instead
+    assert reused(other, variant, "llm2llm").run.root == other / "llm2llm"
+    with pytest.raises(UserError, match="no LLM2LLM arm to reuse"):
+        reused(tmp_path / "nothing", variant, "llm2llm")

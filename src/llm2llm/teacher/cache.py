@@ -44,6 +44,16 @@ class Cache:
         self.db.close()
 
 
+def copy_cache(source: Path, target: Path) -> None:
+    """A consistent copy of a cache (its write-ahead log included) into a new file: another run's replies, which
+    the same requests then read instead of asking again."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close(), dst.close()
+
+
 def estimate_tokens(request: dict, max_tokens: int) -> tuple[int, int]:
     """A call's likely prompt tokens (about 3 characters each) and its most completion tokens: what a
     provider's tokens-per-minute limit counts. Not a bound: the budget uses `most_tokens`."""
