@@ -1,0 +1,54 @@
+"""What each arm of an effect study sent to the teacher and kept, per seed sample, from the committed records alone
+(seed_N/summary.json, or seed_N/llm2llm.json for a seed sample whose random arm is still to run): no run dir needed.
+
+Per seed sample and arm, summed over the teacher stages: the parents' labels or kinds (LLM2LLM: the wrong seed
+examples; random: its picks), the accepted examples' labels or kinds, the rejected ones by reason, and the judge's
+keep rate (accepted / (accepted + judged out): how much of what reached the judge it let through); then test
+accuracy by iteration. Writes nothing.
+
+    python benchmarks/study_details.py benchmarks/effect/study/casehold_strong
+"""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+from llm2llm import fail  # noqa: E402
+from llm2llm.store import read_record  # noqa: E402
+
+
+def arms(seed_dir: Path) -> dict:
+    """{arm: (metrics rows, details)} from the seed sample's summary, else from its LLM2LLM arm's record."""
+    if (seed_dir / "summary.json").exists():
+        done = read_record(seed_dir / "summary.json")
+        return {arm: (done["runs"][arm], done["details"][arm]) for arm in ("llm2llm", "random")}
+    if (seed_dir / "llm2llm.json").exists():
+        done = read_record(seed_dir / "llm2llm.json")
+        return {"llm2llm": (done["metrics"], done["details"])}
+    return {}
+
+
+def counts(counter: Counter) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counter.items())) or "none"
+
+
+def main(study: Path) -> None:
+    for seed_dir in sorted(study.glob("seed_*"), key=lambda p: int(p.name.split("_")[1])):
+        for arm, (rows, details) in arms(seed_dir).items():
+            parents, kept, reasons = Counter(), Counter(), Counter()
+            for stage in details:
+                parents.update(stage["parents"]), kept.update(stage["accepted"]), reasons.update(stage["reasons"])
+            judged_out = sum(r["judged_out"] for r in rows)
+            accepted = sum(r["accepted"] for r in rows)
+            rate = f"{accepted / (accepted + judged_out):.2f}" if accepted + judged_out else "-"
+            print(f"{seed_dir.name} {arm}: test " + ", ".join(f"{r['test_accuracy']:.3f}" for r in rows)
+                  + f"; {sum(r['calls'] for r in rows)} calls, {accepted} kept, judge keep rate {rate}")
+            print(f"  parents: {counts(parents)}\n  kept: {counts(kept)}\n  rejected: {counts(reasons)}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+        fail("usage: python benchmarks/study_details.py STUDY_DIR (e.g. benchmarks/effect/study/casehold_strong)")
+    main(Path(sys.argv[1]))
