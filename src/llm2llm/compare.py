@@ -16,7 +16,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 
 from . import UserError
@@ -24,7 +23,7 @@ from .config import changed_fields, load_config, portable
 from .filters import category
 from .store import RunStore, atomic_write, read_record
 from .tasks import make_task
-from .teacher.cache import copy_cache
+from .teacher.cache import take_replies
 
 ARMS = ("plain", "llm2llm", "random")
 PAIRS = (("llm2llm", "plain"), ("llm2llm", "random"), ("random", "plain"))  # paired differences: a - b per seed
@@ -47,7 +46,8 @@ def compare_once(config: Path, overrides: list[str], out: Path, console: Console
         check_config(record_path, kept, portable(cfg))
         ours, ours_details, zero = kept["metrics"], kept["details"], kept.get("iteration_0")
     else:
-        execute(cfg, out / "llm2llm", baseline=reused(reuse, cfg, "llm2llm"))
+        started = RunStore(out / "llm2llm").has(0, "accepted.jsonl")  # iteration 0 and its teacher stage done
+        execute(cfg, out / "llm2llm", baseline=None if started else reused(reuse, cfg, "llm2llm"))
         ours = RunStore(out / "llm2llm").metrics()
         ours_details = arm_details(RunStore(out / "llm2llm"), task) if task else []
         zero = iteration_zero_record(RunStore(out / "llm2llm"), cfg.task)
@@ -55,7 +55,8 @@ def compare_once(config: Path, overrides: list[str], out: Path, console: Console
                                               "iteration_0": zero}, indent=1) + "\n")
     counts = ",".join(str(m["calls"] // cfg.teacher.samples_per_example) for m in ours[:-1])
     rand = load_config(config, [*overrides, "loop.augment=random", f"loop.random_counts=[{counts}]"])
-    cache = reuse / "random" / "cache.sqlite" if reuse else None
+    started = RunStore(out / "random").has(0, "accepted.jsonl")
+    cache = reuse / "random" / "cache.sqlite" if reuse and not started else None
     execute(rand, out / "random", baseline=Baseline(RunStore(out / "llm2llm"), zero, cache))
     return {"runs": {"llm2llm": ours, "random": RunStore(out / "random").metrics()},
             "details": {"llm2llm": ours_details, "random": arm_details(RunStore(out / "random"), task) if task else []}}
@@ -81,32 +82,41 @@ class Baseline:
     cache: Path | None = None
 
 
-# what iteration 0 is made of (the seed, the student, its prompts, the judge chosen on the seed): a study that
-# reuses another's iteration 0 must have these as it has; task.answer_position changes only the teacher's additions
-ITERATION_ZERO = ("data", "student", "task", "filters.judge", "filters.judge_probe", "filters.judge_model")
+# what iteration 0 is made of (the seed, the student, its prompts, the judge chosen on the seed and the teacher that
+# judge's probe asked): a study that reuses another's iteration 0 must have these as it has
+ITERATION_ZERO = ("data", "student", "task", "filters.judge", "filters.judge_probe", "filters.judge_model",
+                  "teacher.backend", "teacher.model", "teacher.gguf_file")
+AFTER_ITERATION_ZERO = ("task.answer_position",)  # in `task`, but only what the teacher's additions look like
 
 
 def reused(other: Path | None, cfg, arm: str) -> Baseline | None:
     """`effect --reuse OTHER`: the same seed sample of another study whose iteration 0 is this one's (a variant that
-    changes only the teacher stages, e.g. task.answer_position): its LLM2LLM arm's iteration 0 (run dir, or the
-    predictions its record keeps) and this arm's teacher cache there, so the same model is not trained again and no
-    teacher request is paid twice (the calls' tokens still count in this run's rows, as cached calls do)."""
+    changes only the teacher stages, e.g. task.answer_position): its LLM2LLM arm's finished iteration 0 (run dir, or
+    the predictions its record keeps) and this arm's teacher cache there, so the same model is not trained again and
+    no teacher request is paid twice (the calls' tokens still count in this run's rows, as cached calls do). A
+    study whose iteration 0 differs, or is not finished, is a one-line error: nothing would be taken."""
     if other is None:
         return None
     record_path, run = other / "llm2llm.json", RunStore(other / "llm2llm")
     if record_path.exists():
         record = read_record(record_path)
         kept, now = record.get("config", {}), portable(cfg)
-    elif (run.root / "config.yaml").exists():
+    elif (kept := run.recorded_config()) is not None:
         record, now = {}, cfg.model_dump(mode="json")
-        kept = yaml.safe_load((run.root / "config.yaml").read_text(encoding="utf-8"))
     else:
         raise UserError(f"{other}: no LLM2LLM arm to reuse (neither llm2llm.json nor llm2llm/config.yaml)")
-    differ = [d for d in changed_fields(kept, now)
-              if d.startswith(ITERATION_ZERO) and d != "task.answer_position"]
+    differ = [d for d in changed_fields(kept, now) if d.startswith(ITERATION_ZERO) and d not in AFTER_ITERATION_ZERO]
     if differ:
         raise UserError(f"{other}: its iteration 0 is not this study's ({', '.join(differ)} differ); "
                         "--reuse takes a study that differs only after iteration 0")
+    if not cfg.loop.from_scratch:
+        raise UserError("--reuse needs loop.from_scratch: true (a later iteration trains from iteration 0's model, "
+                        "which is not taken)")
+    finished = run.has(0, "train.jsonl") and run.has(0, "pred_test.jsonl")
+    if not finished and not (record.get("iteration_0") and not cfg.teacher.show_student_answer):
+        raise UserError(f"{other}: its LLM2LLM arm has no finished iteration 0 to take"
+                        + (" (its record keeps no answer text for teacher.show_student_answer)"
+                           if record.get("iteration_0") else ""))
     return Baseline(run, record.get("iteration_0"), other / arm / "cache.sqlite")
 
 
@@ -130,11 +140,12 @@ def take_iteration_zero(store: RunStore, baseline: Baseline, seed: list[dict], s
     (no run dir here) the predictions have no reply text ("prediction": null), so not where the teacher would be
     shown the student's answer (teacher.show_student_answer): then the arm trains its own. The judge chosen on the
     seed is taken too (iter_000/judges.json, where the run or the record has it): both arms sift with the same judge,
-    and the teacher judge's probe of the seed (a few minutes) is not asked again."""
+    and the teacher judge's probe of the seed (a few minutes) is not asked again. With `effect --reuse`, the other
+    study's replies (baseline.cache) are added to this run's teacher cache."""
     ids = [r["id"] for r in seed]
     run, record = baseline.run, baseline.record
-    if baseline.cache is not None and baseline.cache.exists() and not store.cache_path.exists():
-        copy_cache(baseline.cache, store.cache_path)
+    if baseline.cache is not None and baseline.cache.exists():
+        take_replies(baseline.cache, store.cache_path)
     if run.has(0, "pred_test.jsonl") and [r["id"] for r in run.read_jsonl(0, "train.jsonl")] == ids:
         rows = {name: run.read_jsonl(0, f"{name}.jsonl") for name in ("train", *PREDICTIONS)}
         judges = run.read_json(0, "judges.json") if run.has(0, "judges.json") else None
@@ -363,6 +374,10 @@ def effect(config: Path, overrides: list[str], seeds: list[int], out: Path, cons
     samples share this one's iteration 0 (`reused`)."""
     runs, seconds, details = {}, {}, {}
     task = make_task(load_config(config, overrides).task)  # only its fields and type: for kind_of
+    lacking = [str(s) for s in seeds if reuse and not (out / f"seed_{s}" / "summary.json").exists()
+               and not (reuse / f"seed_{s}").is_dir()]
+    if lacking:
+        raise UserError(f"--reuse {reuse}: it has no seed sample {', '.join(lacking)} (no seed_N folder)")
     for seed in seeds:
         console.rule(f"seed sample {seed}")
         done = seed_sample(config, [*overrides, f"data.sampling_seed={seed}", f"student.seed={seed}"],

@@ -8,7 +8,7 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from . import UserError
 from .store import config_differences
@@ -294,17 +294,18 @@ def _at(tree: dict, dotted: str):
 
 
 def _default(dotted: str):
-    """The default of a RunConfig field named by its dotted name (as JSON), or _NO_DEFAULT."""
+    """The default of a RunConfig field named by its dotted name, as JSON (as a recorded config holds it), or
+    _NO_DEFAULT (a required field, or no such field). A section that may be None (data.test) is walked into."""
     model, spec = RunConfig, None
     for key in dotted.split("."):
-        spec = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        section = next((t for t in (model, *get_args(model)) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        spec = section.model_fields.get(key) if section else None
         if spec is None:
             return _NO_DEFAULT
         model = spec.annotation
     if spec.is_required():
         return _NO_DEFAULT
-    value = spec.get_default(call_default_factory=True)
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    return TypeAdapter(spec.annotation).dump_python(spec.get_default(call_default_factory=True), mode="json")
 
 
 def _set_dotted(tree: dict, item: str) -> None:

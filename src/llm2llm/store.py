@@ -123,12 +123,8 @@ class RunStore:
         snapshot = self.root / "config.yaml"
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"{self.root}: exists and is not a directory; give --out a directory")
-        if snapshot.exists():
-            try:
-                old = yaml.safe_load(snapshot.read_text(encoding="utf-8"))
-            except (yaml.YAMLError, UnicodeDecodeError) as err:
-                raise UserError(f"{snapshot}: damaged, not a readable config ({str(err).splitlines()[0]}); "
-                                "use another output dir") from None
+        old = self.recorded_config()
+        if old is not None:
             diff = changed(old, config)
             if diff:
                 raise UserError(f"{self.root}: holds a run with a different config ({', '.join(diff)}); "
@@ -143,6 +139,20 @@ class RunStore:
         except OSError as err:
             raise UserError(f"{self.root}: cannot write the run dir: {err.strerror or err}") from None
         return False
+
+    def recorded_config(self) -> dict | None:
+        """The config the run dir was made with (RUN/config.yaml), or None where there is none."""
+        snapshot = self.root / "config.yaml"
+        if not snapshot.exists():
+            return None
+        try:
+            old = yaml.safe_load(snapshot.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise UserError(f"{snapshot}: damaged, not a readable config ({str(err).splitlines()[0]}); "
+                            "use another output dir") from None
+        if not isinstance(old, dict):
+            raise UserError(f"{snapshot}: damaged, not a config mapping; use another output dir")
+        return old
 
     def check(self) -> None:
         """Read every record of a run dir before anything is loaded or run: damage (a truncated line or file)

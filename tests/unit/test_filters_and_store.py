@@ -4,7 +4,7 @@ import pytest
 
 from llm2llm import UserError
 from llm2llm.config import FilterConfig, TaskConfig
-from llm2llm.filters import NearDuplicates, counts, keep, ngrams, synthetic_id
+from llm2llm.filters import NearDuplicates, counts, keep, minhash, ngrams, normalise, synthetic_id
 from llm2llm.store import RunStore
 from llm2llm.tasks import NOT_AN_EXAMPLE, make_task
 
@@ -81,6 +81,14 @@ def test_ngrams_and_near_duplicate_index():
     strict = NearDuplicates(0.99)  # near 1 datasketch has no banding of its own: the candidates come at 0.9
     strict.add("book a table for two at the italian place tonight")
     assert strict.match("book a table for two at the italian place tonight!!") is None
+    rng = __import__("random").Random(0)
+    long = " ".join("".join(rng.choice("abcdefghij") for _ in range(6)) for _ in range(300))  # ~2,000 distinct 4-grams
+    close = long[:1000] + "z" + long[1001:]  # one letter changed: Jaccard 0.996, MinHash's estimate 0.984
+    strict.add(long)
+    assert normalise(long) in strict.lsh.query(minhash(close))  # the index capped at 0.9 still finds the candidate
+    high = NearDuplicates(0.98)
+    high.add(long)
+    assert high.match(close) == "near-duplicate of an existing example"
     assert strict.match("Book a table for two at the Italian place tonight") == "duplicate of an existing example"
     assert NearDuplicates(1.0).match("anything") is None
 
@@ -100,6 +108,13 @@ def test_a_field_added_later_at_its_default_is_no_change(tmp_path):
         "task.answer_position"]
     assert changed_fields(cfg, {**cfg, "teacher": {**cfg["teacher"], "concurrency": 3}}) == []  # a free field
     assert changed_fields(cfg, {**cfg, "student": {**cfg["student"], "lr": 1.0}}) == ["student.lr"]
+    no_loop = {k: v for k, v in cfg.items() if k != "loop"}  # a whole section written before it existed
+    assert changed_fields(no_loop, cfg) == []
+    assert changed_fields(no_loop, {**cfg, "loop": {**cfg["loop"], "iterations": 7}}) == ["loop"]
+    test = {**cfg["data"]["test"], "limit": 5}  # data.test may be None: its fields are walked into all the same
+    assert changed_fields(cfg, {**cfg, "data": {**cfg["data"], "test": test}}) == ["data.test.limit"]
+    gone = {**cfg, "task": {k: v for k, v in cfg["task"].items() if k != "stop"}}  # a field this version lacks
+    assert changed_fields({**cfg, "task": {**cfg["task"], "stop": ["x"]}}, gone) == ["task.stop"]
     store = RunStore(tmp_path / "run")
     store.open(recorded, changed_fields)
     assert RunStore(tmp_path / "run").open(cfg, changed_fields) is True
@@ -286,13 +301,34 @@ def test_a_variant_study_reuses_another_ones_iteration_zero_and_teacher_replies(
     assert baseline.record == {"train_ids": ["a"]} and baseline.cache == other / "random" / "cache.sqlite"
     arm = RunStore(tmp_path / "variant" / "seed_0" / "random")
     arm.open(variant.model_dump(mode="json"))
+    own = Cache(arm.cache_path)  # the arm already has a cache (started once without --reuse): the replies are added
+    own.put("mine", {"text": "its own"}), own.close()
     take_iteration_zero(arm, baseline, seed)
+    take_iteration_zero(arm, baseline, seed)  # again (a resumed run): nothing doubles
     assert arm.read_jsonl(0, "pred_test.jsonl") == [{"id": "t"}]
-    assert Cache(arm.cache_path).get("k") == {"text": "a reply"}
+    merged = Cache(arm.cache_path)
+    assert merged.get("k") == {"text": "a reply"} and merged.get("mine") == {"text": "its own"}
+    assert merged.db.execute("SELECT count(*) FROM calls").fetchone() == (2,)
     replies.close()
-    with pytest.raises(UserError, match=r"not this study's \(student.lr differ\)"):
-        reused(other, load_config(tmp_path / "c.yaml", ["student.lr=0.1"]), "random")
+    assert not (other / "random" / "cache.sqlite-journal").exists()
+    # after iteration 0 (loop, filters other than the judge, teacher sampling) may differ; what makes it may not
+    for same in (["filters.near_duplicate_threshold=0.5"], ["teacher.temperature=0.2", "teacher.max_tokens=9"]):
+        assert reused(other, load_config(tmp_path / "c.yaml", same), "llm2llm") is not None
+    for change, field in (("student.lr=0.1", "student.lr"), ("filters.judge=none", "filters.judge"),
+                          ("teacher.model=qwen2.5-coder-0.5b", "teacher.model"), ("data.seed_size=3", "data.seed_size")):
+        with pytest.raises(UserError, match=rf"not this study's \({field} differ\)"):
+            reused(other, load_config(tmp_path / "c.yaml", [change]), "random")
+    with pytest.raises(UserError, match="loop.from_scratch: true"):
+        reused(other, load_config(tmp_path / "c.yaml", ["loop.from_scratch=false"]), "random")
     (other / "llm2llm.json").unlink()  # the record gone: the run dir's config is compared instead
     assert reused(other, variant, "llm2llm").run.root == other / "llm2llm"
+    with pytest.raises(UserError, match=r"not this study's \(student.lr differ\)"):
+        reused(other, load_config(tmp_path / "c.yaml", ["student.lr=0.1"]), "random")
+    done.path(0, "pred_test.jsonl").unlink()  # its iteration 0 not finished: nothing to take, so refused
+    with pytest.raises(UserError, match="no finished iteration 0 to take"):
+        reused(other, variant, "llm2llm")
+    (other / "llm2llm" / "config.yaml").write_text("")
+    with pytest.raises(UserError, match="damaged, not a config mapping"):
+        reused(other, variant, "llm2llm")
     with pytest.raises(UserError, match="no LLM2LLM arm to reuse"):
         reused(tmp_path / "nothing", variant, "llm2llm")

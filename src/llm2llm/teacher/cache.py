@@ -5,7 +5,9 @@ import hashlib
 import json
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
+from .. import UserError
 from ..config import TeacherConfig
 
 
@@ -44,14 +46,20 @@ class Cache:
         self.db.close()
 
 
-def copy_cache(source: Path, target: Path) -> None:
-    """A consistent copy of a cache (its write-ahead log included) into a new file: another run's replies, which
-    the same requests then read instead of asking again."""
-    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+def take_replies(source: Path, target: Path) -> None:
+    """Another run's cached replies into this run's cache (those it lacks; the other cache, its write-ahead log
+    included, is only read): the same requests then read them instead of asking again. Idempotent."""
+    Cache(target).close()  # the table, where the cache is new
+    uri = lambda path, mode: f"file:{quote(str(Path(path).resolve()))}?mode={mode}"  # noqa: E731
+    db = sqlite3.connect(uri(target, "rw"), uri=True)
     try:
-        src.backup(dst)
+        db.execute("ATTACH DATABASE ? AS other", (uri(source, "ro"),))
+        db.execute("INSERT OR IGNORE INTO calls (key, reply, made) SELECT key, reply, made FROM other.calls")
+        db.commit()
+    except sqlite3.DatabaseError as err:
+        raise UserError(f"{source}: cannot read its teacher replies ({err})") from None
     finally:
-        src.close(), dst.close()
+        db.close()
 
 
 def estimate_tokens(request: dict, max_tokens: int) -> tuple[int, int]:
