@@ -46,14 +46,17 @@ class Cache:
         self.db.close()
 
 
+def _uri(path: Path, mode: str) -> str:
+    return f"file:{quote(str(Path(path).resolve()))}?mode={mode}"
+
+
 def take_replies(source: Path, target: Path) -> None:
     """Another run's cached replies into this run's cache (those it lacks; the other cache, its write-ahead log
     included, is only read): the same requests then read them instead of asking again. Idempotent."""
     Cache(target).close()  # the table, where the cache is new
-    uri = lambda path, mode: f"file:{quote(str(Path(path).resolve()))}?mode={mode}"  # noqa: E731
-    db = sqlite3.connect(uri(target, "rw"), uri=True)
+    db = sqlite3.connect(_uri(target, "rw"), uri=True)
     try:
-        db.execute("ATTACH DATABASE ? AS other", (uri(source, "ro"),))
+        db.execute("ATTACH DATABASE ? AS other", (_uri(source, "ro"),))
         db.execute("INSERT OR IGNORE INTO calls (key, reply, made) SELECT key, reply, made FROM other.calls")
         db.commit()
     except sqlite3.DatabaseError as err:
