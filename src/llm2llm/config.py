@@ -148,6 +148,10 @@ class TeacherConfig(Strict):
     gguf_file: str | None = None
     draft_model: str | None = None  # llamacpp: a smaller GGUF of the same tokenizer for speculative decoding
     server_args: list[str] = []  # llamacpp: more llama-server arguments, e.g. ["--threads", "8"]
+    # llamacpp: prompt-lookup decoding (llama-server's ngram-simple drafts, copied from the prompt and the reply so
+    # far): 2.1x on CaseHOLD, whose replies copy their parent's context; 0.86x on GSM8K's new problems
+    # (benchmarks/teacher_llamacpp.py). Each token is still drawn from the teacher's own distribution
+    prompt_lookup: bool = False
     base_url: str | None = None  # openai: e.g. http://127.0.0.1:8000/v1
     api_key_env: str = "OPENAI_API_KEY"  # the name of the variable, never the key
     temperature: float = Field(0.7, ge=0)
@@ -179,8 +183,8 @@ class TeacherConfig(Strict):
     def _url(self):
         if self.backend == "openai" and not self.base_url:
             raise ValueError("the openai teacher needs 'base_url'")
-        if self.backend != "llamacpp" and (self.draft_model or self.server_args):
-            raise ValueError("'draft_model' and 'server_args' are for the llamacpp teacher")
+        if self.backend != "llamacpp" and (self.draft_model or self.server_args or self.prompt_lookup):
+            raise ValueError("'draft_model', 'server_args' and 'prompt_lookup' are for the llamacpp teacher")
         if self.backend == "llamacpp" and "concurrency" not in self.model_fields_set:
             self.concurrency = 1  # one slot: fastest on 2 CPU cores (benchmarks/teacher_llamacpp.py), and greedy-exact
         if self.budget_cost is not None and not self.price_per_million:
@@ -247,7 +251,7 @@ class OutputConfig(Strict):
 # (a budget may be raised to let a run that stopped at it go on)
 FREE_FIELDS = ("teacher.concurrency", "teacher.timeout_s", "teacher.max_retries", "teacher.api_key_env",
                "teacher.requests_per_minute", "teacher.tokens_per_minute", "teacher.budget_tokens",
-               "teacher.budget_cost", "output",
+               "teacher.budget_cost", "teacher.prompt_lookup", "output",
                "student.gradient_checkpointing")  # memory for compute: the same updates (a slow test shows it)
 
 

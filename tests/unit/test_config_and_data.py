@@ -167,3 +167,14 @@ def test_test_seed_keeps_the_held_out_test_set_fixed_across_sampling_seeds(tmp_p
     fixed = [load_splits(DataConfig(train=str(path), test=str(many), test_size=15, sampling_seed=s, test_seed=1),
                          lambda r: make_task(build_config(config_dict(path, path)).task, r))[2] for s in (0, 1)]
     assert [ex["id"] for ex in fixed[0]] == [ex["id"] for ex in fixed[1]]
+
+
+def test_prompt_lookup_is_for_the_llamacpp_teacher_and_free_across_a_resume():
+    from llm2llm.config import build_config, changed_fields
+
+    base = {"task": {"type": "choice"}, "data": {"train": "t.jsonl", "test": "u.jsonl"}}
+    with pytest.raises(UserError, match="prompt_lookup"):
+        build_config({**base, "teacher": {"backend": "openai", "base_url": "http://x/v1", "prompt_lookup": True}})
+    cfg = build_config(base).model_dump(mode="json")
+    recorded = {**cfg, "teacher": {k: v for k, v in cfg["teacher"].items() if k != "prompt_lookup"}}
+    assert changed_fields(recorded, {**cfg, "teacher": {**cfg["teacher"], "prompt_lookup": True}}) == []

@@ -9,6 +9,9 @@ from .core import Calls
 from .openai_backend import OpenAIBackend
 
 
+PROMPT_LOOKUP = ["--spec-type", "ngram-simple"]  # drafts are checked by the model itself: a speed-up, no other change
+
+
 class LlamaCppBackend:
     """A GGUF teacher on llama.cpp: each stage starts a llama-server of ours (loopback, a free port, `concurrency`
     parallel slots), sends it the calls through the OpenAI protocol, and stops it: one code path for cache,
@@ -22,7 +25,8 @@ class LlamaCppBackend:
 
         self.cfg, self.llamacpp = cfg, llamacpp
         self.gguf = gguf(cfg.model)  # checked before anything is trained: parts, hash, file
-        self.args = [*(["-md", gguf(cfg.draft_model)] if cfg.draft_model else []), *cfg.server_args]
+        self.args = [*(["-md", gguf(cfg.draft_model)] if cfg.draft_model else []),
+                     *(PROMPT_LOOKUP if cfg.prompt_lookup else []), *cfg.server_args]
         llamacpp.find_or_build()
 
     def complete(self, items, todo: set[int], params, calls: Calls) -> None:
