@@ -170,7 +170,7 @@ def test_test_seed_keeps_the_held_out_test_set_fixed_across_sampling_seeds(tmp_p
 
 
 def test_prompt_lookup_is_for_the_llamacpp_teacher_and_free_across_a_resume():
-    from llm2llm.config import build_config, changed_fields
+    from llm2llm.config import changed_fields
 
     base = {"task": {"type": "choice"}, "data": {"train": "t.jsonl", "test": "u.jsonl"}}
     with pytest.raises(UserError, match="prompt_lookup"):
