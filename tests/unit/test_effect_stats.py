@@ -269,3 +269,19 @@ def test_effect_benchmark_tables_only_writes_the_block_and_runs_nothing(tmp_path
     text = doc.read_text()
     assert "| a_strong | benchmarks/effect/a_strong.yaml | stopped or running: seed_0 started | — |" in text
     assert "| b_strong | benchmarks/effect/b_strong.yaml | not yet run | — |" in text and "old" not in text
+
+
+def test_study_details_counts_test_answers_per_iteration_taking_iteration_0_from_the_record(tmp_path):
+    from benchmarks.study_details import answers_on_test
+    seed = tmp_path / "seed_0"
+    (seed / "random" / "iter_000").mkdir(parents=True)  # iteration 0 came from the LLM2LLM arm's record
+    (seed / "random" / "iter_001").mkdir()
+    plain = [{"id": f"t{i}", "answer": 4, "correct": i < 1} for i in range(4)]
+    (seed / "llm2llm.json").write_text(json.dumps({"config": {"task": {"type": "choice"}},
+                                                   "iteration_0": {"pred_test": plain}}))
+    later = [{"id": "t0", "answer": 1, "correct": True}, {"id": "t1", "answer": 1, "correct": False},
+             {"id": "t2", "answer": 4, "correct": False}, {"id": "t3", "answer": 2, "correct": False}]
+    (seed / "random" / "iter_001" / "pred_test.jsonl").write_text("".join(json.dumps(p) + "\n" for p in later))
+    assert answers_on_test(seed, "random") == ["    iter_000: 4: 4 (0.25 right)",
+                                            "    iter_001: 1: 2 (0.50 right), 2: 1 (0.00 right), 4: 1 (0.00 right)"]
+    assert answers_on_test(seed, "llm2llm") == []  # no run dir: nothing to count
