@@ -298,8 +298,10 @@ def test_judge_verdicts():
     assert task.judge_schema(ex)["properties"]["label"]["enum"] == ["negative", "positive"]
     math = make_task(TaskConfig(type="math"))
     q = {"question": "2+2?", "answer": "2+2=4\n#### 4"}
-    assert math.judge_verdict('{"solution": "2+2=4", "final_number": 4}', q) is None
-    assert math.judge_verdict('{"solution": "2+2=5", "final_number": 5}', q) == "judge: the teacher re-solves it to 5, not 4"
+    assert math.judge_schema(q) is None and "#### <number>" in math.judge_messages(q)[-1]["content"]
+    assert math.judge_verdict("2 + 2 = 4\n#### 4", q) is None
+    assert math.judge_verdict("2 + 2 = 5, then 5 - 1 = 4\n#### 5", q) == "judge: the teacher re-solves it to 5, not 4"
+    assert math.judge_verdict("2 + 2 = 4, so the answer is 4.", q) is None  # no '####': the last number
     assert math.judge_verdict("no idea", q) == "judge: the teacher re-solves it to None, not 4"
     choice = make_task(TaskConfig(type="choice"))
     c = {"context": "c", "endings": ["a", "b"], "label": 1}
