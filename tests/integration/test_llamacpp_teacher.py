@@ -96,6 +96,24 @@ def test_the_strong_teacher_answers_in_the_task_schema(tmp_path):
         assert all(isinstance(ex, dict) and ex["label"] == "weather" for ex in parsed)
 
 
+def test_the_math_judge_works_problems_in_free_text_on_the_real_teacher(tmp_path):
+    """The 1.5B teacher as GSM8K's judge, at temperature 0 with no schema: it writes out the working and a final
+    '#### <number>', agrees with a right answer and gives its own number for a wrong one."""
+    from llm2llm.config import TaskConfig
+    from llm2llm.judge import TeacherJudge
+    from llm2llm.tasks import make_task
+
+    math = make_task(TaskConfig(type="math"))
+    question = "Tom has 3 boxes with 4 apples in each box. He eats 2 apples. How many apples are left?"
+    problems = [{"id": "right", "question": question, "answer": "3 * 4 = 12, 12 - 2 = 10\n#### 10"},
+                {"id": "wrong", "question": question, "answer": "3 * 4 = 12, 12 - 2 = 9\n#### 9"}]
+    judge = TeacherJudge(math)
+    teacher = Teacher(TeacherConfig(model="qwen2.5-coder-1.5b", max_tokens=300), Cache(tmp_path / "c.sqlite"),
+                      LlamaCppBackend(TeacherConfig(model="qwen2.5-coder-1.5b", max_tokens=300)))
+    assert judge.verdicts(problems, 0, teacher) == [None, "judge: the teacher re-solves it to 10, not 9"]
+    assert judge.spent["judge_calls"] == 2 and judge.spent["judge_completion_tokens"] > 20
+
+
 def test_a_run_with_the_llamacpp_teacher(tmp_path, intent_files):
     """The loop with a GGUF teacher on llama.cpp (SmolLM2 here, to be quick): calls made and cached, the server
     stopped afterwards, and a resume makes no call."""

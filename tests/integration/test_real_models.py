@@ -269,7 +269,7 @@ def test_local_teacher_generates_only_json_that_the_schema_allows(smol):
         value = json.loads(reply["text"])
         assert list(value) == ["examples"] and 1 <= len(value["examples"]) <= 2
         assert all(list(item) == ["text"] and len(item["text"]) >= 8 for item in value["examples"])
-    # the teacher judge asks at temperature 0 with its own schema: a re-solved math problem has a final number
+    # the teacher judge asks at temperature 0; for math in free text, with no schema: a re-solved problem ends in a number
     math = make_task(TaskConfig(type="math"))
     from llm2llm.judge import TeacherJudge
 
