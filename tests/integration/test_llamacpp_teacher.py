@@ -107,9 +107,8 @@ def test_the_math_judge_works_problems_in_free_text_on_the_real_teacher(tmp_path
     question = "Tom has 3 boxes with 4 apples in each box. He eats 2 apples. How many apples are left?"
     problems = [{"id": "right", "question": question, "answer": "3 * 4 = 12, 12 - 2 = 10\n#### 10"},
                 {"id": "wrong", "question": question, "answer": "3 * 4 = 12, 12 - 2 = 9\n#### 9"}]
-    judge = TeacherJudge(math)
-    teacher = Teacher(TeacherConfig(model="qwen2.5-coder-1.5b", max_tokens=300), Cache(tmp_path / "c.sqlite"),
-                      LlamaCppBackend(TeacherConfig(model="qwen2.5-coder-1.5b", max_tokens=300)))
+    judge, cfg = TeacherJudge(math), TeacherConfig(model="qwen2.5-coder-1.5b", max_tokens=300)
+    teacher = Teacher(cfg, Cache(tmp_path / "c.sqlite"), LlamaCppBackend(cfg))
     assert judge.verdicts(problems, 0, teacher) == [None, "judge: the teacher re-solves it to 10, not 9"]
     assert judge.spent["judge_calls"] == 2 and judge.spent["judge_completion_tokens"] > 20
 
