@@ -174,18 +174,19 @@ def evaluate(r: Run, it: int, model, train_set: list[dict]) -> tuple[list[dict],
     cfg, store, task = r.cfg, r.store, r.task
     parents = r.seed if cfg.loop.parents == "seed" else train_set
 
-    def predict(examples, label):
+    def predict(examples, label, name):
         store.mark_stage(it, "evaluate")
         if r.engine:  # vLLM (GPU) or llama.cpp (CPU): the base model plus this iteration's adapter
             texts = r.engine.predict(task, examples, store.model_dir(it), it, label)
-        else:
+        else:  # what a stopped evaluation had answered is not asked again
             texts = student.predict(model, r.tokenizer, task, examples, cfg.student.eval_batch_size, label,
-                                    cfg.student.max_length)
+                                    cfg.student.max_length, store.partial(it, name),
+                                    lambda answers: store.keep_partial(it, name, answers))
         return [{"id": ex["id"], "prediction": text, "answer": (answer := task.extract(text)),
                  "correct": task.score(answer, ex)} for ex, text in zip(examples, texts)]
 
-    pred_seed = store.stage(it, "pred_seed.jsonl", lambda: predict(parents, "seed"))
-    pred_test = store.stage(it, "pred_test.jsonl", lambda: predict(r.test, "test"))
+    pred_seed = store.stage(it, "pred_seed.jsonl", lambda: predict(parents, "seed", "pred_seed.jsonl"))
+    pred_test = store.stage(it, "pred_test.jsonl", lambda: predict(r.test, "test", "pred_test.jsonl"))
     return parents, pred_seed, pred_test
 
 

@@ -3,7 +3,8 @@
 RUN/config.yaml, RUN/metrics.jsonl, RUN/cache.sqlite, and per iteration RUN/iter_NNN/ with
 train.jsonl, pred_seed.jsonl, pred_test.jsonl, wrong.jsonl, teacher_calls.jsonl (and teacher_stats.json: calls,
 retries, failures, req/s), accepted.jsonl, rejected.jsonl, model/, clock.json (seconds per finished stage) and
-STAGE (the stage started last). A stage is done when its output file exists.
+STAGE (the stage started last). A stage is done when its output file exists. An evaluation by generation keeps
+its answers batch by batch in model/partial_pred_*.jsonl until its output is written, so a resume goes on from there.
 """
 from __future__ import annotations
 
@@ -215,7 +216,22 @@ class RunStore:
             return self.read_jsonl(iteration, name)
         rows = compute()
         self.write_jsonl(iteration, name, rows)
+        self._partial_path(iteration, name).unlink(missing_ok=True)
         return rows
+
+    def _partial_path(self, iteration: int, name: str) -> Path:
+        # beside the model that made the answers: a model trained again (its dir removed) starts them afresh
+        return self.model_dir(iteration) / f"partial_{name}"
+
+    def partial(self, iteration: int, name: str) -> dict[str, str]:
+        """The answers (example id: text) of this iteration's evaluation stage `name` stopped part-way, as kept by
+        `keep_partial`; removed when the stage's output is written."""
+        path = self._partial_path(iteration, name)
+        return {str(r["id"]): r["prediction"] for r in read_records(path)} if path.exists() else {}
+
+    def keep_partial(self, iteration: int, name: str, answers: dict[str, str]) -> None:
+        atomic_write(self._partial_path(iteration, name),
+                     "".join(json.dumps({"id": i, "prediction": t}, ensure_ascii=False) + "\n" for i, t in answers.items()))
 
     def mark_stage(self, iteration: int, name: str) -> None:
         """iter_NNN/STAGE names the stage this iteration started last (train, evaluate, teacher, filter): it is

@@ -431,9 +431,13 @@ def _score_batch(model, batch: list[tuple[list[int], list]], head: list[int], he
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
-             label: str = "evaluate", stop: list[str] = ()) -> list[str]:
+             label: str = "evaluate", stop: list[str] = (), done: dict[int, str] | None = None,
+             on_batch=None) -> list[str]:
     """Greedy completions, in batches of length-sorted, left-padded prompts (see `greedy`); a sequence ends at
-    EOS or at the first stop string (cut from the text)."""
+    EOS or at the first stop string (cut from the text). `done` (prompt index: text) holds the completions of an
+    evaluation stopped part-way: a batch all of whose prompts are in it is not run again (the batches are the
+    same on every call, so the rest are what they would have been); `on_batch({index: text})` gets each batch's
+    completions as it ends."""
     import torch
 
     tokenizer.padding_side = "left"
@@ -449,11 +453,18 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     with torch.inference_mode(), display.counting(label, len(prompts)) as advance:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
+            if done and all(k in done for k in chunk):
+                for k in chunk:
+                    out_texts[k] = done[k]
+                advance(len(chunk))
+                continue
             batch = tokenizer([prompts[k] for k in chunk], return_tensors="pt", padding=True,
                               add_special_tokens=False)
             completions = greedy(model, batch, max_new_tokens, tokenizer.eos_token_id, stopped if stop else None)
             for k, tokens in zip(chunk, completions):
                 out_texts[k] = cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stop)
+            if on_batch:
+                on_batch({k: out_texts[k] for k in chunk})
             advance(len(chunk))
     return out_texts
 
@@ -534,9 +545,11 @@ def shorten(tokenizer, prompts: list[str], limit: int) -> list[str]:
 
 
 def predict(model, tokenizer, task, examples: list[dict], batch_size: int, label: str = "evaluate",
-            max_prompt_tokens: int | None = None) -> list[str]:
+            max_prompt_tokens: int | None = None, done: dict[str, str] | None = None, keep=None) -> list[str]:
     """The student's answer text for each example, from exactly the training prompt (a prompt longer than
-    max_prompt_tokens is cut in the middle, see `shorten`)."""
+    max_prompt_tokens is cut in the middle, see `shorten`). For generation, `done` (example id: text) holds the
+    answers of an evaluation stopped part-way, whose finished batches are not run again, and `keep(answers)` gets
+    all the answers so far, by example id, as each batch ends (the run dir keeps them for a resume)."""
     if not examples:
         return []
     prompts = [task.student_prompt(ex) for ex in examples]
@@ -546,7 +559,15 @@ def predict(model, tokenizer, task, examples: list[dict], batch_size: int, label
         cands = [task.candidates(ex) for ex in examples]
         best = score_candidates(model, tokenizer, prompts, cands, batch_size, label)
         return [c[b] for c, b in zip(cands, best)]
-    return generate(model, tokenizer, prompts, task.max_new_tokens, batch_size, label, task.stop)
+    ids = [str(ex["id"]) for ex in examples]
+    answers = {i: text for i, text in (done or {}).items() if i in set(ids)}
+
+    def on_batch(batch: dict[int, str]) -> None:
+        answers.update({ids[k]: text for k, text in batch.items()})
+        keep(dict(answers))
+
+    return generate(model, tokenizer, prompts, task.max_new_tokens, batch_size, label, task.stop,
+                    {k: answers[i] for k, i in enumerate(ids) if i in answers}, on_batch if keep else None)
 
 
 if __name__ == "__main__":  # `accelerate launch -m llm2llm.student OUT_DIR`, as started by train_launched

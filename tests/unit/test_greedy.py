@@ -71,3 +71,37 @@ def test_a_stop_callback_ends_a_row_there(tiny):
     for g, f in zip(got, free):  # a row ends at its first token (after the first) divisible by 3
         cut = next((j + 1 for j in range(1, len(f)) if f[j] % 3 == 0), len(f))
         assert g == f[:cut]
+
+
+class CharTokenizer:
+    """Enough of a tokenizer for `student.generate`: a character is a token (ids 1..39), 0 pads on the left."""
+    eos_token_id, padding_side = 39, "left"
+
+    def __call__(self, texts, return_tensors="pt", padding=True, add_special_tokens=False):
+        return left_padded([[1 + ord(c) % 38 for c in t] for t in texts])
+
+    def decode(self, tokens, skip_special_tokens=True):
+        return "".join(chr(97 + t % 26) for t in tokens if t != self.eos_token_id)
+
+
+def test_a_stopped_evaluation_goes_on_from_its_last_finished_batch(tiny, monkeypatch):
+    """`predict` hands each batch's answers to `keep`, by example id; given them back as `done`, it runs only the
+    batches not finished and returns what one uninterrupted evaluation returns."""
+    from types import SimpleNamespace
+
+    task = SimpleNamespace(mode="generate", max_new_tokens=6, stop=(), student_prompt=lambda ex: ex["text"])
+    examples = [{"id": f"q{k}", "text": text} for k, text in enumerate(["ab", "hello", "xyz", "q", "abcdefg", "mn"])]
+    tok, kept = CharTokenizer(), []
+    whole = student.predict(tiny, tok, task, examples, 2, keep=kept.append)
+    assert len(kept) == 3 and set(kept[-1]) == {ex["id"] for ex in examples}  # 3 batches of 2
+    assert [kept[-1][ex["id"]] for ex in examples] == whole
+
+    batches = []
+    real = student.greedy
+    monkeypatch.setattr(student, "greedy", lambda model, batch, *a, **k: batches.append(1) or real(model, batch, *a, **k))
+    stopped_after_one = kept[0]  # the answers on disk when the run was stopped after its first batch
+    again = []
+    assert student.predict(tiny, tok, task, examples, 2, done=stopped_after_one, keep=again.append) == whole
+    assert len(batches) == 2 and again[-1] == kept[-1]
+    done_but_stale = {"q0": "made up", "gone": "an example no longer asked"}  # only ids asked are used
+    assert student.predict(tiny, tok, task, examples[:1], 2, done=done_but_stale) == ["made up"]

@@ -63,3 +63,32 @@ def test_the_loop_trains_evaluates_augments_and_records_each_iteration(tmp_path,
     # run again into the same dir: every stage is read back, nothing is trained or asked again
     monkeypatch.setattr(student, "train", lambda *a: (_ for _ in ()).throw(AssertionError("trained again")))
     assert loop.run(cfg, RunStore(tmp_path / "run"), Console(file=io.StringIO())) == rows
+
+
+def test_an_evaluation_stopped_part_way_resumes_with_the_answers_it_had_kept(tmp_path, intent_files, monkeypatch):
+    """The run dir keeps an evaluation's answers as its batches end (beside the model that made them) and gives
+    them back on resume; once the stage's output is written they are gone."""
+    stub_models(monkeypatch, [])
+    monkeypatch.setattr(student, "load_trained", lambda start, out, cfg: "trained, read back")
+    cfg = build_config(config_dict(*intent_files, loop={"iterations": 1}, filters={"judge": "none"}))
+    store, given = RunStore(tmp_path / "run"), []
+
+    def stopped_after_one(model, tok, task, examples, *a):
+        done, keep = a[-2], a[-1]
+        given.append(dict(done))
+        keep({examples[0]["id"]: " weather"})
+        raise KeyboardInterrupt  # stopped after the first batch
+
+    monkeypatch.setattr(student, "predict", stopped_after_one)
+    try:
+        loop.run(cfg, store, Console(file=io.StringIO()))
+    except KeyboardInterrupt:
+        pass
+    assert given == [{}] and store.partial(0, "pred_seed.jsonl")
+    monkeypatch.setattr(student, "predict", lambda model, tok, task, examples, *a: given.append(dict(a[-2])) or [
+        a[-2].get(ex["id"], " alarm") for ex in examples])
+    loop.run(cfg, store, Console(file=io.StringIO()))
+    first = store.read_jsonl(0, "pred_seed.jsonl")[0]
+    assert given[1] == {first["id"]: " weather"} and first["prediction"] == " weather"
+    assert given[2] == {}  # the test set's evaluation had kept nothing
+    assert not list((tmp_path / "run" / "iter_000" / "model").glob("partial_*"))
