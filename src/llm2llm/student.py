@@ -560,7 +560,8 @@ def predict(model, tokenizer, task, examples: list[dict], batch_size: int, label
         best = score_candidates(model, tokenizer, prompts, cands, batch_size, label)
         return [c[b] for c, b in zip(cands, best)]
     ids = [str(ex["id"]) for ex in examples]
-    answers = {i: text for i, text in (done or {}).items() if i in set(ids)}
+    asked = set(ids)
+    answers = {i: text for i, text in (done or {}).items() if i in asked}
 
     def on_batch(batch: dict[int, str]) -> None:
         answers.update({ids[k]: text for k, text in batch.items()})
