@@ -22,7 +22,9 @@ A study outlives the machine it runs on through git: the study's default OUT is 
 .gitignore leaves out the run dirs (they hold the benchmark's texts and the models) but not the figures: each
 finished seed sample's OUT/<task>/seed_N/summary.json (numbers and labels only), effect.json, effect.md and
 wall.json. Commit them as seed samples finish; on a fresh clone the same command counts the committed seed
-samples from their summaries and runs only the rest. Tasks that are not all *_strong
+samples from their summaries and runs only the rest. A seed sample unfinished when its machine goes is carried by
+benchmarks/study_state.py: `save` packs its run dirs without the benchmark's texts into seed_N/<arm>.state.gz (commit
+them), and this command unpacks them on a fresh clone before it runs the task. Tasks that are not all *_strong
 write no docs block unless --marker is given (so the first comparison's command leaves the study's block alone).
 
 Final line: name=value figures: per task the paired LLM2LLM - random and LLM2LLM - plain means with their 95%
@@ -66,6 +68,11 @@ def run_task(name: str, seeds: str, overrides: list[str], out: Path) -> int:
     if summary.exists() and json.loads(summary.read_text())["seeds"] == wanted:
         print(f"{name}: done ({summary}); delete it to run the task again", flush=True)
         return 0
+    if any(out.glob("seed_*/*.state.gz")):  # a study carried over from another machine (benchmarks/study_state.py)
+        loaded = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_state.py"), "load", name,
+                                 "--out", str(out.parent)], cwd=ROOT).returncode
+        if loaded:
+            fail(f"error: {name}: its state carried over from another machine was not unpacked (see above)", loaded)
     cmd = [sys.executable, "-m", "llm2llm.cli", "effect", str(ROOT / "benchmarks" / "effect" / f"{name}.yaml"),
            "--seeds", seeds, "--out", str(out), *[x for item in overrides for x in ("--set", item)]]
     print("$", shlex.join(cmd), flush=True)
