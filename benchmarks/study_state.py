@@ -14,8 +14,9 @@ Packed: config.yaml, metrics.jsonl, every iteration's records (iter_NNN/*.json a
 (cache.sqlite's rows). Left behind: the models, and the answers of an evaluation stopped part-way (they belong to
 its model). A stage whose output is packed needs no model (training starts from the base model every iteration);
 the unfinished iteration trains its model again (seeded) and asks the teacher nothing it had asked. `save` unpacks
-what it packed in memory and writes nothing unless every byte comes back and no run of 12 words of a data text is
-left in it. A seed sample with a summary.json is finished: its state files are removed (its figures are committed).
+what it packed in memory and writes nothing unless every byte comes back and no run of 20 words of a data text is
+left in it (a teacher's own solution of a seed problem shared 12 with the data's: phrasing, not a copy). A seed
+sample with a summary.json is finished: its state files are removed (its figures are committed).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from llm2llm.teacher.cache import Cache  # noqa: E402
 FORMAT = "llm2llm-study-state/1"
 ANCHOR = 24  # shorter whole texts are left as they are (a reference would be no shorter)
 CHUNK, SPAN = 16, 40  # a part of a data text is found by a CHUNK-character piece of it, and replaced from SPAN up
-SHINGLE = 12  # words: a run this long of a data text left in a pack stops `save`
+SHINGLE = 20  # words: a run this long of a data text left in a pack stops `save`
 MARK = "@@llm2llm-data:"
 PLACEHOLDER = re.compile(re.escape(MARK) + r"(\d+):(\d+):([\w.]+):(\w+)(?::(\d+):(\d+))?@@")
 ARMS = ("llm2llm", "random")
