@@ -49,6 +49,9 @@ from llm2llm import fail  # noqa: E402
 from llm2llm.compare import stage_seconds  # noqa: E402
 from llm2llm.store import atomic_write  # noqa: E402  (the worktree's own package, as the subprocesses use)
 
+sys.path.insert(0, str(ROOT))
+from benchmarks import study_state  # noqa: E402
+
 STRONG = "sst2_strong,intent_strong,casehold_strong,gsm8k_strong"
 # the wiring check: one seed sample, one iteration, 8 seed examples, 24 test examples, few judge probes
 SMOKE = ["loop.iterations=1", "data.seed_size=8", "data.test_size=24", "student.epochs=1", "filters.judge_probe=4"]
@@ -68,11 +71,8 @@ def run_task(name: str, seeds: str, overrides: list[str], out: Path) -> int:
     if summary.exists() and json.loads(summary.read_text())["seeds"] == wanted:
         print(f"{name}: done ({summary}); delete it to run the task again", flush=True)
         return 0
-    if any(out.glob("seed_*/*.state.gz")):  # a study carried over from another machine (benchmarks/study_state.py)
-        loaded = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_state.py"), "load", name,
-                                 "--out", str(out.parent)], cwd=ROOT).returncode
-        if loaded:
-            fail(f"error: {name}: its state carried over from another machine was not unpacked (see above)", loaded)
+    if any(out.glob("seed_*/*.state.gz")):  # a study carried over from another machine; run dirs there are kept
+        study_state.load(out, study_state.Redactor(study_state.DataTexts(study_state.data_files(name))))
     cmd = [sys.executable, "-m", "llm2llm.cli", "effect", str(ROOT / "benchmarks" / "effect" / f"{name}.yaml"),
            "--seeds", seeds, "--out", str(out), *[x for item in overrides for x in ("--set", item)]]
     print("$", shlex.join(cmd), flush=True)

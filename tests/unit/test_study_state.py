@@ -115,3 +115,38 @@ def test_load_refuses_a_state_packed_against_other_data(tmp_path, capsys):
     assert stop.value.code == 2
     assert "sha256 differs" in capsys.readouterr().err
     assert not (clone / "llm2llm").exists()
+
+
+def test_the_effect_benchmark_unpacks_a_carried_state_before_it_runs_the_task(tmp_path, monkeypatch):
+    import subprocess
+    import types
+
+    import benchmarks.effect as effect
+    from benchmarks.study_state import data_files
+
+    data = data_files("intent_strong")
+    rows = [json.loads(line) for line in data[0].read_text(encoding="utf-8").splitlines()[:4]]
+    out = tmp_path / "study" / "intent_strong"
+    run = out / "seed_0" / "llm2llm"
+    write_jsonl(run / "iter_000" / "train.jsonl", rows)
+    (run / "config.yaml").write_text("task:\n  type: classification\n", encoding="utf-8")
+    save(out, Redactor(DataTexts(data)))
+    packed = gzip.decompress((out / "seed_0" / "llm2llm.state.gz").read_bytes()).decode("utf-8")
+    assert not any(row["text"] in packed for row in rows if len(row["text"]) >= 24)
+    kept = (run / "iter_000" / "train.jsonl").read_bytes()
+    for path in sorted(run.rglob("*"), reverse=True):  # a fresh clone: the state file, no run dir
+        path.unlink() if path.is_file() else path.rmdir()
+    run.rmdir()
+
+    launched = []
+
+    class Child:
+        def __init__(self, cmd, **kwargs):
+            launched.append((cmd, (run / "iter_000" / "train.jsonl").read_bytes()))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(effect, "subprocess", types.SimpleNamespace(Popen=Child, run=subprocess.run))
+    assert effect.run_task("intent_strong", "0", [], out) == 0
+    assert launched and launched[0][1] == kept  # unpacked before `llm2llm effect` started
