@@ -9,6 +9,7 @@ the same data files (checked by sha256), byte for byte:
 
     python benchmarks/study_state.py save gsm8k_strong    # before the machine goes; then commit the .state.gz files
     python benchmarks/study_state.py load gsm8k_strong    # on a fresh clone, before benchmarks/effect.py
+    python benchmarks/study_state.py save casehold_val_base --config casehold_strong   # a run of `llm2llm effect`
 
 Packed: config.yaml, metrics.jsonl, every iteration's records (iter_NNN/*.json and *.jsonl) and the teacher cache
 (cache.sqlite's rows). Left behind: the models, and the answers of an evaluation stopped part-way (they belong to
@@ -300,12 +301,19 @@ def load(out: Path, redactor: Redactor) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["save", "load"])
-    parser.add_argument("task", help="a study task: a config stem in benchmarks/effect/ (e.g. gsm8k_strong)")
+    parser.add_argument("task", help="a study task: a config stem in benchmarks/effect/ (e.g. gsm8k_strong), or with "
+                        "--config any folder of OUT that `llm2llm effect` wrote (e.g. casehold_val_base)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "effect" / "study")
+    parser.add_argument("--config", default=None,
+                        help="the config stem whose data files hold the texts (default: TASK)")
     args = parser.parse_args()
-    if not (ROOT / "benchmarks" / "effect" / f"{args.task}.yaml").exists():
-        fail(f"error: benchmarks/effect/{args.task}.yaml: no such study task")
-    redactor = Redactor(DataTexts(data_files(args.task)))
+    config = args.config or args.task
+    if not (ROOT / "benchmarks" / "effect" / f"{config}.yaml").exists():
+        fail(f"error: benchmarks/effect/{config}.yaml: no such study config")
+    if not seed_dirs(args.out / args.task):
+        print(f"nothing to {args.action}: no seed_N folder in {args.out / args.task}")
+        return
+    redactor = Redactor(DataTexts(data_files(config)))
     (save if args.action == "save" else load)(args.out / args.task, redactor)
 
 
