@@ -11,10 +11,11 @@ the same data files (checked by sha256), byte for byte:
     python benchmarks/study_state.py load gsm8k_strong    # on a fresh clone, before benchmarks/effect.py
     python benchmarks/study_state.py save casehold_val_base --config casehold_strong   # a run of `llm2llm effect`
 
-Packed: config.yaml, metrics.jsonl, every iteration's records (iter_NNN/*.json and *.jsonl) and the teacher cache
-(cache.sqlite's rows). Left behind: the models, and the answers of an evaluation stopped part-way (they belong to
-its model). A stage whose output is packed needs no model (training starts from the base model every iteration);
-the unfinished iteration trains its model again (seeded) and asks the teacher nothing it had asked. `save` unpacks
+Packed: config.yaml, metrics.jsonl, every iteration's records (iter_NNN/*.json and *.jsonl), the teacher cache
+(cache.sqlite's rows) and the answers of an evaluation stopped part-way with the sha256 of the weights that made
+them. Left behind: the models. A stage whose output is packed needs no model (training starts from the base model
+every iteration); the unfinished iteration trains its model again (seeded), uses the carried answers only where the
+new weights are the same bytes (llm2llm.store), and asks the teacher nothing it had asked. `save` unpacks
 what it packed in memory and writes nothing unless every byte comes back and no run of 20 words of a data text is
 left in it (a teacher's own solution of a seed problem shared 12 with the data's: phrasing, not a copy). A seed
 sample with a summary.json is finished: its state files are removed (its figures are committed).
@@ -191,6 +192,8 @@ def run_files(run: Path) -> list[Path]:
     found = [run / "config.yaml", run / "metrics.jsonl"]
     for folder in sorted(run.glob("iter_*")):
         found += sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl"))
+        for made_by in sorted(folder.glob("model/partial_*.jsonl.weights")):  # answers with the digest of their model
+            found += [made_by.with_suffix(""), made_by]
     return [p for p in found if p.exists()]
 
 

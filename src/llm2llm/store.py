@@ -4,10 +4,13 @@ RUN/config.yaml, RUN/metrics.jsonl, RUN/cache.sqlite, and per iteration RUN/iter
 train.jsonl, pred_seed.jsonl, pred_test.jsonl, wrong.jsonl, teacher_calls.jsonl (and teacher_stats.json: calls,
 retries, failures, req/s), accepted.jsonl, rejected.jsonl, model/, clock.json (seconds per finished stage) and
 STAGE (the stage started last). A stage is done when its output file exists. An evaluation by generation keeps
-its answers batch by batch in model/partial_pred_*.jsonl until its output is written, so a resume goes on from there.
+its answers batch by batch in model/partial_pred_*.jsonl until its output is written, so a resume goes on from there
+(with the sha256 of the weights that made them beside, in partial_pred_*.jsonl.weights: answers carried to a model
+trained again are used only where it has the same bytes).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -99,6 +102,7 @@ def config_differences(old: dict, new: dict, free_fields: tuple[str, ...] = ()) 
 class RunStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._digests: dict[int, str] = {}  # weights_digest's, by iteration
 
     # -- layout -----------------------------------------------------------------------------
     def iter_dir(self, iteration: int) -> Path:
@@ -217,6 +221,7 @@ class RunStore:
         rows = compute()
         self.write_jsonl(iteration, name, rows)
         self._partial_path(iteration, name).unlink(missing_ok=True)
+        self._partial_path(iteration, name + ".weights").unlink(missing_ok=True)
         return rows
 
     def _partial_path(self, iteration: int, name: str) -> Path:
@@ -225,13 +230,29 @@ class RunStore:
 
     def partial(self, iteration: int, name: str) -> dict[str, str]:
         """The answers (example id: text) of this iteration's evaluation stage `name` stopped part-way, as kept by
-        `keep_partial`; removed when the stage's output is written."""
-        path = self._partial_path(iteration, name)
-        return {str(r["id"]): r["prediction"] for r in read_records(path)} if path.exists() else {}
+        `keep_partial`; removed when the stage's output is written. Answers kept beside other weights than the
+        model's now (a model trained again on another machine, where the answers were carried) are not used."""
+        path, made_by = self._partial_path(iteration, name), self._partial_path(iteration, name + ".weights")
+        if not path.exists() or (made_by.exists() and made_by.read_text().strip() != self.weights_digest(iteration)):
+            return {}
+        return {str(r["id"]): r["prediction"] for r in read_records(path)}
 
     def keep_partial(self, iteration: int, name: str, answers: dict[str, str]) -> None:
+        atomic_write(self._partial_path(iteration, name + ".weights"), self.weights_digest(iteration) + "\n")
         atomic_write(self._partial_path(iteration, name),
                      "".join(json.dumps({"id": i, "prediction": t}, ensure_ascii=False) + "\n" for i, t in answers.items()))
+
+    def weights_digest(self, iteration: int) -> str:
+        """sha256 over the saved weights of this iteration's model (its *.safetensors and *.bin files; "" for none),
+        computed once a process: which model an evaluation's answers came from."""
+        if iteration not in self._digests:
+            folder, digest = self.model_dir(iteration), hashlib.sha256()
+            found = sorted(folder.iterdir()) if folder.is_dir() else []
+            weights = [p for p in found if p.suffix in (".safetensors", ".bin")]
+            for path in weights:
+                digest.update(path.name.encode() + b"\0" + path.read_bytes())
+            self._digests[iteration] = digest.hexdigest() if weights else ""
+        return self._digests[iteration]
 
     def mark_stage(self, iteration: int, name: str) -> None:
         """iter_NNN/STAGE names the stage this iteration started last (train, evaluate, teacher, filter): it is
@@ -246,6 +267,7 @@ class RunStore:
         return (self.model_dir(iteration) / "DONE").exists()
 
     def mark_model_done(self, iteration: int, stats: dict) -> None:
+        self._digests.pop(iteration, None)
         atomic_write(self.model_dir(iteration) / "train_stats.json", json.dumps(stats))
         atomic_write(self.model_dir(iteration) / "DONE", "")
 
@@ -253,4 +275,5 @@ class RunStore:
         return read_record(self.model_dir(iteration) / "train_stats.json")
 
     def drop_model(self, iteration: int) -> None:
+        self._digests.pop(iteration, None)
         shutil.rmtree(self.model_dir(iteration), ignore_errors=True)

@@ -92,3 +92,21 @@ def test_an_evaluation_stopped_part_way_resumes_with_the_answers_it_had_kept(tmp
     assert given[1] == {first["id"]: " weather"} and first["prediction"] == " weather"
     assert given[2] == {}  # the test set's evaluation had kept nothing
     assert not list((tmp_path / "run" / "iter_000" / "model").glob("partial_*"))
+
+
+def test_kept_answers_are_used_only_by_a_model_with_the_weights_that_made_them(tmp_path):
+    """Answers carried to a model trained again (another machine: benchmarks/study_state.py) count only where its
+    weights are the same bytes."""
+    store = RunStore(tmp_path / "run")
+    model = store.model_dir(0)
+    model.mkdir(parents=True)
+    (model / "adapter_model.safetensors").write_bytes(b"weights one")
+    store.keep_partial(0, "pred_test.jsonl", {"t1": " weather"})
+    assert (model / "partial_pred_test.jsonl.weights").read_text().strip() == store.weights_digest(0) != ""
+    assert RunStore(tmp_path / "run").partial(0, "pred_test.jsonl") == {"t1": " weather"}  # a resume, same model
+    (model / "adapter_model.safetensors").write_bytes(b"weights two")  # trained again, to other bytes
+    assert RunStore(tmp_path / "run").partial(0, "pred_test.jsonl") == {}
+    (model / "partial_pred_test.jsonl.weights").unlink()  # kept before the digest was: as before, the dir's own
+    assert RunStore(tmp_path / "run").partial(0, "pred_test.jsonl") == {"t1": " weather"}
+    store.stage(0, "pred_test.jsonl", lambda: [{"id": "t1", "prediction": " weather"}])
+    assert not list(model.glob("partial_*"))

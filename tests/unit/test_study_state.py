@@ -34,6 +34,9 @@ def make_run(run, rows):
                   "reply": {"text": '{"examples": [{"question": "A new one?", "answer": "#### 1"}]}'}}])
     (run / "iter_000" / "judges.json").write_text(json.dumps({"probe": rows[2]}, indent=1) + "\n", encoding="utf-8")
     (run / "iter_000" / "model" / "adapter.bin").write_bytes(b"weights")
+    write_jsonl(run / "iter_000" / "model" / "partial_pred_seed.jsonl", [{"id": "train-0", "prediction": "12 * 9"}])
+    (run / "iter_000" / "model" / "partial_pred_seed.jsonl.weights").write_text("ab12\n")
+    write_jsonl(run / "iter_000" / "model" / "partial_pred_test.jsonl", [{"id": "t", "prediction": "no digest"}])
     db = sqlite3.connect(run / "cache.sqlite")
     db.execute("CREATE TABLE calls (key TEXT PRIMARY KEY, reply TEXT NOT NULL, made INTEGER NOT NULL DEFAULT 1)")
     db.execute("INSERT INTO calls VALUES (?, ?, 1)", ("k1", json.dumps({"text": f"Solving: {rows[1]['question']}"})))
@@ -63,7 +66,10 @@ def test_a_run_dir_comes_back_byte_for_byte_and_its_pack_holds_no_data_text(tmp_
     for path in ["config.yaml", "metrics.jsonl", "iter_000/train.jsonl", "iter_000/teacher_calls.jsonl",
                  "iter_000/judges.json"]:
         assert (new / path).read_bytes() == (old / path).read_bytes(), path
-    assert not (new / "iter_000" / "model").exists()
+    assert sorted(p.name for p in (new / "iter_000" / "model").iterdir()) == [  # answers with their weights' digest
+        "partial_pred_seed.jsonl", "partial_pred_seed.jsonl.weights"]
+    for path in ["iter_000/model/partial_pred_seed.jsonl", "iter_000/model/partial_pred_seed.jsonl.weights"]:
+        assert (new / path).read_bytes() == (old / path).read_bytes(), path
     rows = sqlite3.connect(new / "cache.sqlite").execute("SELECT key, reply, made FROM calls").fetchall()
     assert rows == sqlite3.connect(old / "cache.sqlite").execute("SELECT key, reply, made FROM calls").fetchall()
 
