@@ -24,7 +24,8 @@ finished seed sample's OUT/<task>/seed_N/summary.json (numbers and labels only),
 wall.json. Commit them as seed samples finish; on a fresh clone the same command counts the committed seed
 samples from their summaries and runs only the rest. A seed sample unfinished when its machine goes is carried by
 benchmarks/study_state.py: `save` packs its run dirs without the benchmark's texts into seed_N/<arm>.state.gz (commit
-them), and this command unpacks them on a fresh clone before it runs the task. Tasks that are not all *_strong
+them), and this command unpacks them on a fresh clone before it runs the task. The study's block lists every study
+task with a folder in OUT, whatever --tasks names. Tasks that are not all *_strong
 write no docs block unless --marker is given (so the first comparison's command leaves the study's block alone).
 
 Final line: name=value figures: per task the paired LLM2LLM - random and LLM2LLM - plain means with their 95%
@@ -159,16 +160,19 @@ def main() -> None:
     out = args.out or (ROOT / "runs" / "effect-smoke" if args.smoke else ROOT / "benchmarks" / "effect" / "study")
     results = args.results or (out / "results.md" if args.smoke else ROOT / "docs" / "results.md")
     marker = args.marker or ("strong" if all(t.endswith("_strong") for t in tasks) else None)
+    # the study's block keeps every study task found in OUT: a command for one task does not drop the others' tables
+    shown = [t for t in STRONG.split(",") if t in tasks or (out / t).is_dir()] if marker == "strong" else []
+    shown += [t for t in tasks if t not in shown]
     if args.tables_only:
         if not marker:
             parser.error("--tables-only writes a docs block: give --marker (the tasks are not all *_strong)")
-        write_block(results, marker, block(tasks, seeds, out, command))
+        write_block(results, marker, block(shown, seeds, out, command))
         return
     figures, failed = [], 0
     for name in tasks:
         failed = run_task(name, seeds, overrides, out / name)
         if marker:
-            write_block(results, marker, block(tasks, seeds, out, command))
+            write_block(results, marker, block(shown, seeds, out, command))
         if failed:
             fail(f"error: {name}: `llm2llm effect` exited with {failed}; rerun the same command to continue",
                  failed if 0 < failed < 256 else 1)

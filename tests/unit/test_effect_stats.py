@@ -271,6 +271,21 @@ def test_effect_benchmark_tables_only_writes_the_block_and_runs_nothing(tmp_path
     assert "| b_strong | benchmarks/effect/b_strong.yaml | not yet run | — |" in text and "old" not in text
 
 
+def test_effect_benchmark_for_one_study_task_keeps_the_other_study_tasks_in_the_block(tmp_path, monkeypatch):
+    import benchmarks.effect as effect
+
+    doc = tmp_path / "results.md"
+    doc.write_text("<!-- effect:strong:begin -->\nold\n<!-- effect:strong:end -->\n")
+    for name in ("gsm8k_strong", "sst2_strong"):
+        (tmp_path / "study" / name).mkdir(parents=True)
+    monkeypatch.setattr("sys.argv", ["effect.py", "--tables-only", "--tasks", "gsm8k_strong",
+                                     "--out", str(tmp_path / "study"), "--results", str(doc)])
+    effect.main()
+    rows = [line.split(" | ")[0] for line in doc.read_text().splitlines()
+            if line.startswith("| ") and "_strong" in line]
+    assert rows == ["| sst2_strong", "| gsm8k_strong"]  # the study's order; tasks with no folder in OUT left out
+
+
 def test_study_details_counts_test_answers_per_iteration_taking_iteration_0_from_the_record(tmp_path):
     from benchmarks.study_details import answers_on_test
     seed = tmp_path / "seed_0"
