@@ -26,6 +26,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import os
 import re
 import sqlite3
 import sys
@@ -277,7 +278,9 @@ def save(out: Path, redactor: Redactor) -> None:
                 continue
             records = pack(run, redactor)
             text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-            path.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
+            part = path.with_name(path.name + ".part")  # the last state file stays whole until the new one is
+            part.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
+            os.replace(part, path)
             files, calls = sum("file" in r for r in records), sum("cache" in r for r in records)
             print(f"saved: {path} ({files} files, {calls} teacher replies, {path.stat().st_size / 1024:.0f} KiB)")
 
