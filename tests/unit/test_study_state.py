@@ -156,3 +156,17 @@ def test_the_effect_benchmark_unpacks_a_carried_state_before_it_runs_the_task(tm
     monkeypatch.setattr(effect, "subprocess", types.SimpleNamespace(Popen=Child, run=subprocess.run))
     assert effect.run_task("intent_strong", "0", [], out) == 0
     assert launched and launched[0][1] == kept  # unpacked before `llm2llm effect` started
+
+
+def test_load_names_a_damaged_state_file_and_unpacks_nothing(tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    write_jsonl(data, ROWS)
+    seed = tmp_path / "study" / "seed_0"
+    seed.mkdir(parents=True)
+    (seed / "random.state.gz").write_bytes(gzip.compress(b'{"format": "llm2llm-study-state/1", "da'))
+    with pytest.raises(SystemExit) as stop:
+        load(tmp_path / "study", Redactor(DataTexts([data])))
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {seed / 'random.state.gz'}: damaged") and len(err.splitlines()) == 1
+    assert not (seed / "random").exists()
