@@ -37,6 +37,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 from llm2llm import fail  # noqa: E402
+from llm2llm.config import Source  # noqa: E402
+from llm2llm.data import read_source  # noqa: E402
 from llm2llm.store import atomic_write  # noqa: E402
 from llm2llm.teacher.cache import Cache  # noqa: E402
 
@@ -88,9 +90,8 @@ class DataTexts:
 
     def __init__(self, files: list[Path]):
         self.files, self.rows = files, []
-        for path in files:
-            lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            self.rows.append([json.loads(line) for line in lines])
+        for path in files:  # read as a run reads them (a bad file is the same one-line error)
+            self.rows.append([row for _, row in read_source(Source(path=str(path)))])
 
     def digests(self) -> list[str]:
         return [hashlib.sha256(path.read_bytes()).hexdigest() for path in self.files]
