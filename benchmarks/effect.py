@@ -65,7 +65,7 @@ def git_commit() -> str:
     return head.strip() + (" with uncommitted changes" if dirty else "")
 
 
-def run_task(name: str, seeds: str, overrides: list[str], out: Path) -> int:
+def run_task(name: str, seeds: str, overrides: list[str], out: Path, commit: str) -> int:
     """`llm2llm effect` for one task (skipped when its effect.json covers the seeds); its minutes go to wall.json."""
     summary = out / "effect.json"
     wanted = [int(s) for s in seeds.split(",")]
@@ -87,7 +87,7 @@ def run_task(name: str, seeds: str, overrides: list[str], out: Path) -> int:
             rc = child.wait()
     finally:
         walls = json.loads((out / "wall.json").read_text()) if (out / "wall.json").exists() else []
-        walls.append({"minutes": round((time.time() - t0) / 60, 1), "commit": git_commit(), "exit": rc,
+        walls.append({"minutes": round((time.time() - t0) / 60, 1), "commit": commit, "exit": rc,
                       "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         atomic_write(out / "wall.json", json.dumps(walls, indent=1) + "\n")
     return rc
@@ -115,9 +115,9 @@ def task_status(name: str, seeds: str, out: Path) -> tuple[str, str]:
     return (f"stopped or running: {'; '.join(parts)}" if parts else "not yet run"), wall
 
 
-def block(tasks: list[str], seeds: str, out: Path, command: str) -> str:
+def block(tasks: list[str], seeds: str, out: Path, command: str, commit: str) -> str:
     """The docs block: command, commit, a status line per task, and each finished task's effect.md, unedited."""
-    lines = [f"Written by `benchmarks/effect.py` at commit {git_commit()} on "
+    lines = [f"Written by `benchmarks/effect.py` at commit {commit} on "
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, with:", "", "```bash", command, "```", "",
              "| task | config | status | wall time |", "|---|---|---|---|"]
     for name in tasks:
@@ -153,7 +153,8 @@ def main() -> None:
     parser.add_argument("--tables-only", action="store_true",
                         help="run nothing: write the docs block from what is on disk (each task's status and tables)")
     args = parser.parse_args()
-    command = "python benchmarks/effect.py " + shlex.join(sys.argv[1:])
+    command = " ".join(["python benchmarks/effect.py", *map(shlex.quote, sys.argv[1:])])
+    commit = git_commit()  # the code this invocation runs, read before it writes anything (it writes results.md)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     seeds = "0" if args.smoke else args.seeds
     overrides = [*SMOKE, *args.overrides] if args.smoke else args.overrides
@@ -166,13 +167,13 @@ def main() -> None:
     if args.tables_only:
         if not marker:
             parser.error("--tables-only writes a docs block: give --marker (the tasks are not all *_strong)")
-        write_block(results, marker, block(shown, seeds, out, command))
+        write_block(results, marker, block(shown, seeds, out, command, commit))
         return
     figures, failed = [], 0
     for name in tasks:
-        failed = run_task(name, seeds, overrides, out / name)
+        failed = run_task(name, seeds, overrides, out / name, commit)
         if marker:
-            write_block(results, marker, block(shown, seeds, out, command))
+            write_block(results, marker, block(shown, seeds, out, command, commit))
         if failed:
             fail(f"error: {name}: `llm2llm effect` exited with {failed}; rerun the same command to continue",
                  failed if 0 < failed < 256 else 1)

@@ -130,7 +130,7 @@ def test_effect_benchmark_writes_its_block_between_the_markers_and_keeps_the_res
     (out / "b_strong" / "seed_0").mkdir(parents=True)  # b: seed 0 finished, seed 1 stopped part-way
     (out / "b_strong" / "seed_0" / "summary.json").write_text(json.dumps({"seconds": 60.0, "runs": {}}))
     (out / "b_strong" / "seed_1").mkdir()
-    write_block(doc, "strong", block(["a_strong", "b_strong", "c_strong"], "0,1", out, "python benchmarks/effect.py"))
+    write_block(doc, "strong", block(["a_strong", "b_strong", "c_strong"], "0,1", out, "python benchmarks/effect.py", "abc1234"))
     text = doc.read_text()
     assert text.startswith("# Results\nfirst comparison\n<!-- effect:strong:begin -->\nWritten by") and "old" not in text
     assert text.endswith("### a_strong.yaml\n\ntable\n<!-- effect:strong:end -->\ntail\n")
@@ -300,3 +300,23 @@ def test_study_details_counts_test_answers_per_iteration_taking_iteration_0_from
     assert answers_on_test(seed, "random") == ["    iter_000: 4: 4 (0.25 right)",
                                             "    iter_001: 1: 2 (0.50 right), 2: 1 (0.00 right), 4: 1 (0.00 right)"]
     assert answers_on_test(seed, "llm2llm") == []  # no run dir: nothing to count
+
+
+def test_effect_benchmark_stamps_the_commit_it_started_from_not_the_tree_its_own_writes_dirtied(tmp_path, monkeypatch):
+    import benchmarks.effect as effect
+
+    doc = tmp_path / "results.md"
+    doc.write_text("<!-- effect:strong:begin -->\nold\n<!-- effect:strong:end -->\n")
+    paired = {key: {"mean": 0.0, "low": None, "high": None} for key in ("llm2llm-random", "llm2llm-plain")}
+    for name in ("gsm8k_strong", "sst2_strong"):  # both done: the invocation only rewrites the block, once per task
+        (tmp_path / "study" / name).mkdir(parents=True)
+        (tmp_path / "study" / name / "effect.json").write_text(json.dumps({"seeds": [0], "paired": paired}))
+    # git status sees the block the first task's write left in results.md: later reads would say "uncommitted"
+    stamps = iter(["abc1234", "abc1234 with uncommitted changes"])
+    monkeypatch.setattr(effect, "git_commit", lambda: next(stamps))
+    monkeypatch.setattr("sys.argv", ["effect.py", "--tasks", "gsm8k_strong,sst2_strong", "--seeds", "0",
+                                     "--out", str(tmp_path / "study"), "--results", str(doc)])
+    effect.main()
+    text = doc.read_text()
+    assert "at commit abc1234 on " in text and "uncommitted" not in text
+    assert "python benchmarks/effect.py --tasks gsm8k_strong,sst2_strong --seeds 0 --out" in text

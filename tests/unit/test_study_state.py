@@ -154,7 +154,7 @@ def test_the_effect_benchmark_unpacks_a_carried_state_before_it_runs_the_task(tm
             return 0
 
     monkeypatch.setattr(effect, "subprocess", types.SimpleNamespace(Popen=Child, run=subprocess.run))
-    assert effect.run_task("intent_strong", "0", [], out) == 0
+    assert effect.run_task("intent_strong", "0", [], out, "abc1234") == 0
     assert launched and launched[0][1] == kept  # unpacked before `llm2llm effect` started
 
 
