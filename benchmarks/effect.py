@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--tables-only", action="store_true",
                         help="run nothing: write the docs block from what is on disk (each task's status and tables)")
     args = parser.parse_args()
-    command = " ".join(["python benchmarks/effect.py", *map(shlex.quote, sys.argv[1:])])
+    command = shlex.join(["python", "benchmarks/effect.py", *sys.argv[1:]])
     commit = git_commit()  # the code this invocation runs, read before it writes anything (it writes results.md)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     seeds = "0" if args.smoke else args.seeds

@@ -130,7 +130,8 @@ def test_effect_benchmark_writes_its_block_between_the_markers_and_keeps_the_res
     (out / "b_strong" / "seed_0").mkdir(parents=True)  # b: seed 0 finished, seed 1 stopped part-way
     (out / "b_strong" / "seed_0" / "summary.json").write_text(json.dumps({"seconds": 60.0, "runs": {}}))
     (out / "b_strong" / "seed_1").mkdir()
-    write_block(doc, "strong", block(["a_strong", "b_strong", "c_strong"], "0,1", out, "python benchmarks/effect.py", "abc1234"))
+    write_block(doc, "strong",
+                block(["a_strong", "b_strong", "c_strong"], "0,1", out, "python benchmarks/effect.py", "abc1234"))
     text = doc.read_text()
     assert text.startswith("# Results\nfirst comparison\n<!-- effect:strong:begin -->\nWritten by") and "old" not in text
     assert text.endswith("### a_strong.yaml\n\ntable\n<!-- effect:strong:end -->\ntail\n")
